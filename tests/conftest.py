@@ -1,0 +1,28 @@
+"""Shared fixtures: the repository root, the reference facts in ../shared, seeded RNGs."""
+import os, random
+from pathlib import Path
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / 'tests' / 'fixtures'
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    "Every test starts from the same random state."
+    random.seed(0); np.random.seed(0)
+    try:
+        import torch
+        torch.manual_seed(0)
+    except ImportError:  # pragma: no cover
+        pass
+    yield
+
+
+@pytest.fixture
+def root(): return ROOT
+
+
+@pytest.fixture
+def fixtures(): return FIXTURES
