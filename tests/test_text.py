@@ -146,3 +146,24 @@ def test_clean_filelist(tmp_path):
     assert other.read_text(encoding='utf-8') == 'a.wav|3|Hi.\n'
     with pytest.raises(FileNotFoundError): clean_filelist(tmp_path / 'missing.txt')
     with pytest.raises(ValueError, match='no field'): clean_filelist(src, text_index=5, force=True, progress=False)
+
+
+from hypothesis import given, settings, strategies as st
+
+_table = [s for i, s in enumerate(symbols) if i != 174]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(_table), min_size=1, max_size=60).map(''.join).filter(str.strip))
+def test_round_trip_property(s):
+    ids = cleaned_text_to_sequence(s, strict=True)
+    assert len(ids) == len(s) and sequence_to_text(ids) == s
+    x = get_text(s, cleaned=True)
+    assert x.tolist()[1::2] == ids and set(x.tolist()[0::2]) == {0} and len(x) == 2 * len(s) + 1
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.lists(st.integers(-5, 5), max_size=30), st.integers(-9, 9))
+def test_intersperse_property(lst, item):
+    out = intersperse(lst, item)
+    assert len(out) == 2 * len(lst) + 1 and out[1::2] == lst and out[0::2] == [item] * (len(lst) + 1)

@@ -9,12 +9,12 @@ __all__ = ['symbols', 'symbol_to_id', 'id_to_symbol', 'PHONEMIZER_PUNCTUATION', 
            'cleaned_text_to_sequence', 'text_to_sequence', 'sequence_to_text', 'intersperse', 'get_text',
            'clean_filelist']
 
-# %% ../nbs/01_text.ipynb #7307f082
+# %% ../nbs/01_text.ipynb #900cfa84
 import os, re, tempfile, unicodedata, warnings, functools, logging
 from pathlib import Path
 import torch
 
-# %% ../nbs/01_text.ipynb #7ed8f9a0
+# %% ../nbs/01_text.ipynb #1b0da80e
 _pad = '_'
 _punctuation = ';:,.!?¡¿—…"«»“” '
 _letters = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
@@ -25,7 +25,7 @@ symbols = [_pad] + list(_punctuation) + list(_letters) + list(_letters_ipa)
 symbol_to_id = {s: i for i, s in enumerate(symbols)}   # built in order: "'" -> 176, not 174
 id_to_symbol = {i: s for i, s in enumerate(symbols)}
 
-# %% ../nbs/01_text.ipynb #b1e7cdc8
+# %% ../nbs/01_text.ipynb #d0b8456a
 try:
     from unidecode import unidecode as _unidecode
 except ImportError:  # pragma: no cover - fallback when the optional dependency is missing
@@ -56,7 +56,7 @@ def expand_abbreviations(text):
     for regex, full in _abbreviations: text = regex.sub(full, text)
     return text
 
-# %% ../nbs/01_text.ipynb #cc186c8a
+# %% ../nbs/01_text.ipynb #8fd1ada4
 _ones = ('zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen '
          'fifteen sixteen seventeen eighteen nineteen').split()
 _tens = '_ _ twenty thirty forty fifty sixty seventy eighty ninety'.split()
@@ -103,7 +103,7 @@ def ordinal_words(n):
     else: new = last + 'th'
     return words[:m.start()] + new
 
-# %% ../nbs/01_text.ipynb #6868cf9e
+# %% ../nbs/01_text.ipynb #f86cf8fb
 _comma_number_re = re.compile(r'([0-9][0-9,]+[0-9])')
 _decimal_number_re = re.compile(r'([0-9]+\.[0-9]+)')
 _pounds_re = re.compile(r'£([0-9,]*[0-9]+)')
@@ -136,7 +136,7 @@ def normalize_numbers(text):
     text = _ordinal_re.sub(lambda m: ordinal_words(m.group(0)[:-2]), text)
     return _number_re.sub(_expand_number, text)
 
-# %% ../nbs/01_text.ipynb #d94f2535
+# %% ../nbs/01_text.ipynb #055b055d
 PHONEMIZER_PUNCTUATION = ';:,.!?¡¿—…"«»“”'   # the official set; phonemizer 3.x adds (){}[] by default
 
 @functools.lru_cache(maxsize=None)
@@ -176,7 +176,7 @@ def phonemize_batch(texts, language='en-us', chunk_size=1000, progress=False):
     if progress: bar.close()
     return out
 
-# %% ../nbs/01_text.ipynb #592f2641
+# %% ../nbs/01_text.ipynb #60b716a3
 def basic_cleaners(text):
     "Lowercase and collapse whitespace (no transliteration)."
     return collapse_whitespace(lowercase(text))
@@ -217,7 +217,7 @@ def clean_text(text, cleaner_names=('english_cleaners2',)):
     "One text through the named cleaners, in order."
     return clean_texts([_check_text(text)], cleaner_names)[0]
 
-# %% ../nbs/01_text.ipynb #823bae46
+# %% ../nbs/01_text.ipynb #5223cb0b
 def cleaned_text_to_sequence(cleaned_text, strict=False):
     "Ids of an already-cleaned string; unknown characters are dropped with one warning (or raise if `strict`)."
     _check_text(cleaned_text, 'cleaned_text')
@@ -240,7 +240,7 @@ def sequence_to_text(sequence):
     if bad: raise ValueError(f'ids outside the symbol table [0, {len(symbols)}): {bad[:10]}')
     return ''.join(id_to_symbol[i] for i in sequence)
 
-# %% ../nbs/01_text.ipynb #744095a8
+# %% ../nbs/01_text.ipynb #7df9f224
 def intersperse(lst, item):
     "`item` between every element of `lst` and at both ends: `[item, x0, item, x1, ..., item]` (length 2n+1)."
     result = [item] * (len(lst) * 2 + 1)
@@ -253,7 +253,7 @@ def get_text(text, cleaned=False, add_blank=True, cleaner_names=('english_cleane
     if add_blank: seq = intersperse(seq, 0)
     return torch.LongTensor(seq)
 
-# %% ../nbs/01_text.ipynb #25b0e1de
+# %% ../nbs/01_text.ipynb #e67cbae7
 def _atomic_write_text(path, text):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
