@@ -1,0 +1,67 @@
+"""The `vits-nb` command: the main job end to end on 4 sentences, re-run, errors, and the console-script wiring."""
+import configparser, importlib, json, shutil
+from pathlib import Path
+
+import pytest
+
+from vits_nb.cli import COMMANDS, build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_TEACHERS = all(shutil.which(b) for b in ('text2wave', 'flite'))
+needs_teachers = pytest.mark.skipif(not HAVE_TEACHERS, reason='festival/flite not installed '
+                                    '(apt-get install festival festvox-us-slt-hts festvox-kallpc16k flite)')
+
+
+@needs_teachers
+def test_main_job_end_to_end(tmp_path, capsys):
+    out = tmp_path / 'toy'
+    assert main(['main', '--n', '4', '--out', str(out), '--multispeaker', '--no-progress']) == 0
+    text = capsys.readouterr().out
+    single = json.loads((out / 'stats.json').read_text())
+    multi = json.loads((tmp_path / 'toy_multi' / 'stats.json').read_text())   # default: <out>_multi
+    assert (single['n_utterances'], single['n_speakers'], single['n_generated']) == (4, 1, 4)
+    assert (multi['n_utterances'], multi['n_speakers'], multi['n_generated']) == (4, 7, 4)
+    assert len(list((out / 'wavs').glob('toy_*.wav'))) == 4
+    # statistics, the sample with phonemes, and where things are
+    assert text.count('utterances   4 (3 train, 1 val)') == 2
+    assert 'speakers     7 (slt_hts, kal_diphone, ked_diphone, flite_slt, flite_rms, flite_awb, flite_kal16)' in text
+    assert f"audio        {single['total_seconds']:.1f} s" in text
+    train = [l.split('|') for l in Path(single['filelists']['train']).read_text().splitlines()]
+    for row in (train[0], train[-1]):
+        assert f'{Path(row[0]).stem} (slt_hts)  {row[1]}' in text
+    if single['cleaned']:
+        cleaned = Path(single['filelists']['train'] + '.cleaned').read_text().splitlines()
+        assert cleaned[0].split('|')[1] in text and 'no phonemes' not in text
+    for f in ('metadata.csv', 'stats.json', 'toy_audio_text_train_filelist.txt', 'toy_audio_sid_text_val_filelist.txt'):
+        assert f in text, f
+    # a re-run reuses every wav
+    assert main(['main', '--n', '4', '--out', str(out), '--no-progress']) == 0
+    assert 'generated    0 new, 4 reused' in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert main(['main', '--n', '1', '--out', str(tmp_path / 't')]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('vits-nb main: error: n must be at least 2') and 'Traceback' not in err
+    assert main(['main', '--sentences', str(tmp_path / 'missing.txt'), '--out', str(tmp_path / 't')]) == 1
+    assert 'toy corpus sentences not found' in capsys.readouterr().err
+    assert not (tmp_path / 't').exists()
+
+
+@pytest.mark.parametrize('argv', [[], ['nosuchjob'], ['main', '--voice', 'nobody'], ['main', '--n', 'many']])
+def test_bad_command_lines_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as e: main(argv)
+    assert e.value.code == 2 and 'usage: vits-nb' in capsys.readouterr().err
+
+
+def test_parser_and_console_script(capsys):
+    args = build_parser().parse_args(['main'])
+    assert (args.n, args.out, args.multispeaker, args.voice, args.jobs) == (None, None, False, 'slt_hts', None)
+    assert list(COMMANDS) == ['main']
+    with pytest.raises(SystemExit) as e: main(['--version'])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith('vits-nb 0.')
+    # settings.ini wires `vits-nb` to this very function
+    cfg = configparser.ConfigParser(delimiters=['=']); cfg.read(ROOT / 'settings.ini')
+    name, target = cfg['DEFAULT']['console_scripts'].split('=', 1)
+    mod, fn = target.split(':')
+    assert name.strip() == 'vits-nb' and getattr(importlib.import_module(mod), fn) is main
