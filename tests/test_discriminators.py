@@ -97,6 +97,12 @@ def test_feature_maps_per_discriminator(mpd):
         assert [m.shape[1] for m in f] == [32, 128, 512, 1024, 1024, 1]
         assert all(m.shape[-1] == p for m in f)
     assert [m.shape[1:] for m in fmap_rs[0]] == [(16, 1000), (64, 250), (256, 63), (1024, 16), (1024, 4), (1024, 4), (1, 4)]
+    # one stacked pass equals separate passes of each discriminator on y and on y_hat
+    with torch.no_grad():
+        for d, d_r, d_g, f_r, f_g in zip(mpd.discriminators, y_d_rs, y_d_gs, fmap_rs, fmap_gs):
+            (s_r, sf_r), (s_g, sf_g) = d(y), d(y_hat)
+            torch.testing.assert_close(d_r, s_r); torch.testing.assert_close(d_g, s_g)
+            for a, b in zip(f_r + f_g, sf_r + sf_g): torch.testing.assert_close(a, b)
     # real and generated go through the same function
     with torch.no_grad(): r = mpd(y, y)
     for a, b in zip(r[0], r[1]): assert torch.equal(a, b)
@@ -137,3 +143,17 @@ def test_bad_input_is_named(mpd):
     with pytest.raises(ValueError, match='differ in shape'): mpd(torch.randn(1, 1, 300), torch.randn(1, 1, 200))
     with pytest.raises(ValueError, match=r'\[b, 1, t\]'): mpd(torch.randn(1, 2, 300), torch.randn(1, 2, 300))
     with pytest.raises(ValueError, match='too short'): DiscriminatorP(11)(torch.randn(1, 1, 4))
+
+
+def test_gradients_reach_only_what_they_should(mpd):
+    "The generator output gets gradient from its own scores only; the real signal's half gets none into y_hat."
+    y = torch.randn(1, 1, 700)
+    y_hat = (0.1 * torch.randn(1, 1, 700)).requires_grad_()
+    y_d_rs, y_d_gs, _, _ = mpd(y, y_hat)
+    sum(s.sum() for s in y_d_rs).backward()
+    assert y_hat.grad is None or y_hat.grad.abs().sum() == 0
+    mpd.zero_grad(); y_hat.grad = None
+    y_d_rs, y_d_gs, _, _ = mpd(y, y_hat)
+    sum(s.sum() for s in y_d_gs).backward()
+    assert y_hat.grad.abs().sum() > 0
+    mpd.zero_grad()

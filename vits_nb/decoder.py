@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['LRELU_SLOPE', 'ResBlock1', 'ResBlock2', 'Generator']
 
-# %% ../nbs/10_decoder.ipynb #0dfb95f9
+# %% ../nbs/10_decoder.ipynb #2e7d8457
 import torch
 from torch import nn
 import torch.nn.functional as F
 from .commons import get_padding, init_weights, weight_norm, remove_weight_norm
 
-# %% ../nbs/10_decoder.ipynb #53dbb617
+# %% ../nbs/10_decoder.ipynb #59695ea1
 LRELU_SLOPE = 0.1   # HiFi-GAN's leaky ReLU slope, used before every conv in the decoder and discriminators
 
-# %% ../nbs/10_decoder.ipynb #6cbcd599
+# %% ../nbs/10_decoder.ipynb #365fd889
 def _wn_conv(channels, kernel_size, dilation):
     "A weight-normed, length-preserving `Conv1d(channels, channels)`."
     return weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=dilation,
@@ -58,7 +58,7 @@ class ResBlock2(nn.Module):
     def remove_weight_norm(self):
         for l in self.convs: remove_weight_norm(l)
 
-# %% ../nbs/10_decoder.ipynb #e93ce127
+# %% ../nbs/10_decoder.ipynb #a24d6c9a
 class Generator(nn.Module):
     "HiFi-GAN generator: `x [b, initial_channel, frames]`, optional `g [b, gin, 1]` → `[b, 1, frames·∏upsample_rates]`."
     def __init__(self, initial_channel, resblock, resblock_kernel_sizes, resblock_dilation_sizes,

@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['period_view', 'DiscriminatorP', 'DiscriminatorS', 'MultiPeriodDiscriminator']
 
-# %% ../nbs/11_discriminators.ipynb #bacd3e87
+# %% ../nbs/11_discriminators.ipynb #60b32931
 import torch
 from torch import nn
 import torch.nn.functional as F
 from .commons import get_padding, weight_norm
 from .decoder import LRELU_SLOPE
 
-# %% ../nbs/11_discriminators.ipynb #f37cb526
+# %% ../nbs/11_discriminators.ipynb #3a04a84f
 def period_view(x, period):
     "Reflect-pad `x [b, c, t]` to a multiple of `period` and fold it to `[b, c, ceil(t/period), period]`."
     b, c, t = x.shape
@@ -22,7 +22,7 @@ def period_view(x, period):
         x = F.pad(x, (0, n_pad), 'reflect')
     return x.view(b, c, (t + n_pad) // period, period)
 
-# %% ../nbs/11_discriminators.ipynb #0f8501da
+# %% ../nbs/11_discriminators.ipynb #ce57567a
 def _norm_f(use_spectral_norm):
     return nn.utils.spectral_norm if use_spectral_norm else weight_norm
 
@@ -47,7 +47,7 @@ class DiscriminatorP(nn.Module):
         fmap.append(x)
         return torch.flatten(x, 1, -1), fmap
 
-# %% ../nbs/11_discriminators.ipynb #5f4b8a20
+# %% ../nbs/11_discriminators.ipynb #0c2c494d
 class DiscriminatorS(nn.Module):
     "Scale discriminator: `y [b, 1, t]` → (scores `[b, n]`, 7 feature maps `[b, c, t']`)."
     def __init__(self, use_spectral_norm=False):
@@ -72,7 +72,7 @@ class DiscriminatorS(nn.Module):
         fmap.append(x)
         return torch.flatten(x, 1, -1), fmap
 
-# %% ../nbs/11_discriminators.ipynb #69573b48
+# %% ../nbs/11_discriminators.ipynb #c3e97f35
 class MultiPeriodDiscriminator(nn.Module):
     "Scale + periods 2, 3, 5, 7, 11: `(y, y_hat)` → `(y_d_rs, y_d_gs, fmap_rs, fmap_gs)`, one entry per discriminator."
     periods = (2, 3, 5, 7, 11)
@@ -84,10 +84,11 @@ class MultiPeriodDiscriminator(nn.Module):
     def forward(self, y, y_hat):
         if y.shape != y_hat.shape: raise ValueError(f'y {tuple(y.shape)} and y_hat {tuple(y_hat.shape)} differ in shape')
         if y.dim() != 3 or y.shape[1] != 1: raise ValueError(f'expected waveforms [b, 1, t], got {tuple(y.shape)}')
+        b = y.shape[0]
+        both = torch.cat([y, y_hat])                 # [2b, 1, t]: real first, then generated
         y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
         for d in self.discriminators:
-            y_d_r, fmap_r = d(y)
-            y_d_g, fmap_g = d(y_hat)
-            y_d_rs.append(y_d_r); fmap_rs.append(fmap_r)
-            y_d_gs.append(y_d_g); fmap_gs.append(fmap_g)
+            score, fmap = d(both)
+            y_d_rs.append(score[:b]); fmap_rs.append([f[:b] for f in fmap])
+            y_d_gs.append(score[b:]); fmap_gs.append([f[b:] for f in fmap])
         return y_d_rs, y_d_gs, fmap_rs, fmap_gs
