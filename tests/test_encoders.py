@@ -7,6 +7,7 @@ import torch
 from vits_nb.commons import sequence_mask
 from vits_nb.text_encoder import (get_relative_embeddings, relative_position_to_absolute_position,
                                   absolute_position_to_relative_position, attention_bias_proximal,
+                                  add_relative_key_logits, relative_weights,
                                   MultiHeadAttention, FFN, Encoder, TextEncoder)
 from vits_nb.posterior_encoder import PosteriorEncoder
 
@@ -120,6 +121,23 @@ def test_skewing_vs_naive_loops(length):
     assert torch.equal(relative_position_to_absolute_position(r), p)
 
 
+@pytest.mark.parametrize('window', [1, 4])
+@pytest.mark.parametrize('length', [1, 2, 4, 5, 6, 13])
+def test_banded_relative_terms_equal_skewing(window, length):
+    "The diagonal-band implementation used by MultiHeadAttention equals the skewing formulation."
+    l = length
+    for n_rel in (1, 3):
+        emb = torch.randn(n_rel, 2 * window + 1, 4, dtype=torch.float64)
+        q, s = torch.randn(2, 3, l, 4, dtype=torch.float64), torch.randn(2, 3, l, l, dtype=torch.float64)
+        table = get_relative_embeddings(emb, l).unsqueeze(0)
+        want = s + relative_position_to_absolute_position(q @ table.transpose(-2, -1))
+        torch.testing.assert_close(add_relative_key_logits(s.clone(), q, emb), want, rtol=0, atol=1e-12)
+        p = torch.softmax(s, -1)
+        rw = relative_weights(p, window)
+        assert rw.shape == (2, 3, l, 2 * window + 1)
+        torch.testing.assert_close(rw @ emb.unsqueeze(0), absolute_position_to_relative_position(p) @ table, rtol=0, atol=1e-12)
+
+
 def naive_attention(mha, x, valid):
     "Shaw et al. with loops; distances beyond the window use a zero vector (official behaviour)."
     q, k, v = mha.conv_q(x), mha.conv_k(x), mha.conv_v(x)
@@ -151,6 +169,20 @@ def test_attention_vs_loop_oracle(heads_share, window):
     attn_mask = (valid[:, None, :, None] & valid[:, None, None, :]).double()
     x = torch.randn(2, 12, 8, dtype=torch.float64)
     torch.testing.assert_close(mha(x, x, attn_mask), naive_attention(mha, x, valid), rtol=0, atol=1e-12)
+
+
+def test_attention_gradients_vs_loop_oracle():
+    "The in-place diagonal adds are autograd-safe: gradients w.r.t. input and every parameter match the loop oracle."
+    mha = MultiHeadAttention(8, 8, 2, window_size=2).double().eval()
+    valid = sequence_mask(torch.tensor([6, 4]), 6)
+    attn_mask = (valid[:, None, :, None] & valid[:, None, None, :]).double()
+    x = torch.randn(2, 8, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 8, 6, dtype=torch.float64) * valid[:, None]
+    names, params = ['x', *dict(mha.named_parameters())], [x, *mha.parameters()]
+    got = torch.autograd.grad((mha(x, x, attn_mask) * w).sum(), params)
+    want = torch.autograd.grad((naive_attention(mha, x, valid) * w).sum(), params)
+    assert got[names.index('emb_rel_k')].abs().sum() > 0 and got[names.index('emb_rel_v')].abs().sum() > 0
+    for name, g1, g2 in zip(names, got, want): torch.testing.assert_close(g1, g2, rtol=0, atol=1e-11, msg=name)
 
 
 def test_masked_keys_get_exactly_zero_attention():

@@ -4,16 +4,17 @@
 
 # %% auto #0
 __all__ = ['get_relative_embeddings', 'relative_position_to_absolute_position', 'absolute_position_to_relative_position',
-           'attention_bias_proximal', 'MultiHeadAttention', 'FFN', 'Encoder', 'TextEncoder']
+           'add_relative_key_logits', 'relative_weights', 'attention_bias_proximal', 'MultiHeadAttention', 'FFN',
+           'Encoder', 'TextEncoder']
 
-# %% ../nbs/05_text_encoder.ipynb #e42cafae
+# %% ../nbs/05_text_encoder.ipynb #f7c73eb6
 import math
 import torch
 from torch import nn
 import torch.nn.functional as F
 from .commons import LayerNorm, sequence_mask
 
-# %% ../nbs/05_text_encoder.ipynb #322cf242
+# %% ../nbs/05_text_encoder.ipynb #117614d3
 def get_relative_embeddings(emb, length):
     "Rows of `emb [h, 2w+1, d]` for distances −(length−1)…length−1 → `[h, 2·length−1, d]`, zero beyond the window."
     w = (emb.size(1) - 1) // 2
@@ -22,7 +23,7 @@ def get_relative_embeddings(emb, length):
     if pad: emb = F.pad(emb, (0, 0, pad, pad))
     return emb[:, start:start + 2 * length - 1]
 
-# %% ../nbs/05_text_encoder.ipynb #53bb3fc5
+# %% ../nbs/05_text_encoder.ipynb #6bbef063
 def relative_position_to_absolute_position(x):
     "`x [b, h, l, 2l−1]` indexed by distance (column c ↔ j−i = c−l+1) → `[b, h, l, l]` indexed by key position j."
     b, h, l, _ = x.shape
@@ -30,7 +31,7 @@ def relative_position_to_absolute_position(x):
     x = F.pad(x.reshape(b, h, 2 * l * l), (0, l - 1))             # [b, h, (l+1)(2l−1)]
     return x.view(b, h, l + 1, 2 * l - 1)[:, :, :l, l - 1:]      # [b, h, l, l]
 
-# %% ../nbs/05_text_encoder.ipynb #b3a4351a
+# %% ../nbs/05_text_encoder.ipynb #d5313fc4
 def absolute_position_to_relative_position(x):
     "`x [b, h, l, l]` indexed by key position j → `[b, h, l, 2l−1]` indexed by distance (column c ↔ j−i = c−l+1)."
     b, h, l, _ = x.shape
@@ -38,13 +39,30 @@ def absolute_position_to_relative_position(x):
     x = F.pad(x.reshape(b, h, l * (2 * l - 1)), (l, 0))           # [b, h, 2l²]
     return x.view(b, h, l, 2 * l)[:, :, :, 1:]                    # [b, h, l, 2l−1]
 
-# %% ../nbs/05_text_encoder.ipynb #1e10c895
+# %% ../nbs/05_text_encoder.ipynb #296ea2b6
+def add_relative_key_logits(scores, query, emb):
+    "In place: `scores [b, h, l, l]` += q_i·w_{j−i} on the diagonals |j−i| ≤ w. `query [b, h, l, d]`, `emb [h|1, 2w+1, d]`."
+    w, l = (emb.size(1) - 1) // 2, scores.size(-1)
+    rel = query @ emb.unsqueeze(0).transpose(-2, -1)                      # X[i, r+w] = q_i·w_r   [b, h, l, 2w+1]
+    for r in range(-min(w, l - 1), min(w, l - 1) + 1):
+        # diagonal r holds (i, i+r): queries i = max(0, −r) … l − 1 − max(0, r)
+        scores.diagonal(r, -2, -1).add_(rel[..., max(0, -r):l - max(0, r), r + w])
+    return scores
+
+def relative_weights(p_attn, window_size):
+    "`p_attn [b, h, l, l]` → `[b, h, l, 2w+1]`: column r+w holds α_{i, i+r} (zero where key i+r does not exist)."
+    l = p_attn.size(-1)
+    cols = [F.pad(p_attn.diagonal(r, -2, -1), (max(0, -r), max(0, r))) if abs(r) < l else p_attn.new_zeros(p_attn.shape[:-1])
+            for r in range(-window_size, window_size + 1)]
+    return torch.stack(cols, -1)
+
+# %% ../nbs/05_text_encoder.ipynb #36d831ac
 def attention_bias_proximal(length, dtype=torch.float32, device=None):
     "`[1, 1, l, l]` logit bias −log(1 + |i − j|)."
     r = torch.arange(length, dtype=dtype, device=device)
     return -torch.log1p((r[None, :] - r[:, None]).abs())[None, None]
 
-# %% ../nbs/05_text_encoder.ipynb #01ec5aeb
+# %% ../nbs/05_text_encoder.ipynb #e1385c94
 class MultiHeadAttention(nn.Module):
     "Multi-head attention over 1-D sequences, with optional windowed relative positions. `x [b, c, t_t]`, `c [b, c, t_s]` → `[b, out, t_t]`."
     def __init__(self, channels, out_channels, n_heads, p_dropout=0., window_size=None, heads_share=True,
@@ -89,9 +107,7 @@ class MultiHeadAttention(nn.Module):
         scores = query @ key.transpose(-2, -1)                                  # q_i·k_j/√d   [b, h, t_t, t_s]
         if self.window_size is not None:
             if t_s != t_t: raise ValueError('relative positions need self-attention (t_s == t_t)')
-            key_rel = get_relative_embeddings(self.emb_rel_k, t_s)               # [h|1, 2t−1, dk]
-            rel_logits = query @ key_rel.unsqueeze(0).transpose(-2, -1)          # q_i·w_r/√d   [b, h, t, 2t−1]
-            scores = scores + relative_position_to_absolute_position(rel_logits)  # + q_i·a^K_ij/√d
+            scores = add_relative_key_logits(scores, query, self.emb_rel_k)      # + q_i·a^K_ij/√d
         if self.proximal_bias:
             if t_s != t_t: raise ValueError('proximal bias needs self-attention (t_s == t_t)')
             scores = scores + attention_bias_proximal(t_s, scores.dtype, scores.device)
@@ -102,12 +118,11 @@ class MultiHeadAttention(nn.Module):
         p_attn = self.drop(F.softmax(scores, dim=-1))                           # α_ij
         output = p_attn @ value                                                  # Σ_j α_ij v_j
         if self.window_size is not None:
-            value_rel = get_relative_embeddings(self.emb_rel_v, t_s)            # [h|1, 2t−1, dk]
-            output = output + absolute_position_to_relative_position(p_attn) @ value_rel.unsqueeze(0)  # + Σ_j α_ij a^V_ij
+            output = output + relative_weights(p_attn, self.window_size) @ self.emb_rel_v.unsqueeze(0)  # + Σ_j α_ij a^V_ij
         output = output.transpose(2, 3).reshape(b, d, t_t)                       # heads back to channels
         return output, p_attn
 
-# %% ../nbs/05_text_encoder.ipynb #7bc14932
+# %% ../nbs/05_text_encoder.ipynb #b1e33db9
 class FFN(nn.Module):
     "conv → ReLU (or GELU) → dropout → conv, masked. `x [b, in, t]`, `x_mask [b, 1, t]` → `[b, out, t]`."
     def __init__(self, in_channels, out_channels, filter_channels, kernel_size, p_dropout=0., activation=None,
@@ -129,7 +144,7 @@ class FFN(nn.Module):
         x = self.conv_2(self.pad(self.drop(x) * x_mask))
         return x * x_mask
 
-# %% ../nbs/05_text_encoder.ipynb #fcebc112
+# %% ../nbs/05_text_encoder.ipynb #2d3dbb6c
 class Encoder(nn.Module):
     "`n_layers` × (relative-position self-attention, FFN), post-norm residual. `x [b, c, t]`, `x_mask [b, 1, t]` → `[b, c, t]`."
     def __init__(self, hidden_channels, filter_channels, n_heads, n_layers, kernel_size=1, p_dropout=0., window_size=4):
@@ -153,7 +168,7 @@ class Encoder(nn.Module):
             x = norm_2(x + self.drop(ffn(x, x_mask)))
         return x * x_mask
 
-# %% ../nbs/05_text_encoder.ipynb #4bb7a9ca
+# %% ../nbs/05_text_encoder.ipynb #ec47aec7
 class TextEncoder(nn.Module):
     "Symbols `x [b, t]` (int), `x_lengths [b]` → (`h_text [b, hidden, t]`, `m_p`, `logs_p [b, out, t]`, `x_mask [b, 1, t]`)."
     def __init__(self, n_vocab, out_channels, hidden_channels, filter_channels, n_heads, n_layers, kernel_size, p_dropout):
