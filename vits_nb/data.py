@@ -7,7 +7,7 @@ __all__ = ['LJSPEECH_URL', 'HParams', 'load_config', 'load_filepaths_and_text', 
            'TextAudioCollate', 'TextAudioSpeakerCollate', 'DistributedBucketSampler', 'prepare_ljspeech',
            'prepare_vctk', 'download_ljspeech']
 
-# %% ../nbs/03_data.ipynb #80749f6c
+# %% ../nbs/03_data.ipynb #c4ee6072
 import os, json, random, warnings, tempfile, hashlib, tarfile, shutil
 from pathlib import Path
 import numpy as np
@@ -19,7 +19,7 @@ from torch.utils.data.distributed import DistributedSampler
 from .audio import load_wav, spectrogram_torch
 from .text import text_to_sequence, cleaned_text_to_sequence, intersperse
 
-# %% ../nbs/03_data.ipynb #0178cbc9
+# %% ../nbs/03_data.ipynb #9329f432
 class HParams:
     "Nested attribute dictionary over a JSON config: `hps.data.hop_length`, `hps['data']`, `'data' in hps`."
     def __init__(self, **kwargs):
@@ -47,7 +47,7 @@ def load_config(path):
     if not isinstance(cfg, dict): raise ValueError(f'config {path} must hold a JSON object, got {type(cfg).__name__}')
     return HParams(**cfg)
 
-# %% ../nbs/03_data.ipynb #ff82cc10
+# %% ../nbs/03_data.ipynb #a42c737f
 def load_filepaths_and_text(filename, split='|'):
     "Rows of a filelist, each split on `split` (blank lines ignored)."
     filename = Path(filename)
@@ -55,7 +55,7 @@ def load_filepaths_and_text(filename, split='|'):
     with open(filename, encoding='utf-8') as f:
         return [line.strip().split(split) for line in f if line.strip()]
 
-# %% ../nbs/03_data.ipynb #b4ef5dab
+# %% ../nbs/03_data.ipynb #93031688
 def _as_hparams(h):
     return h if isinstance(h, HParams) else HParams(**dict(h))
 
@@ -175,7 +175,7 @@ class TextAudioSpeakerLoader(TextAudioLoader):
         spec, wav = self.get_audio(row[0])
         return (self.get_text(row[-1]), spec, wav, torch.LongTensor([int(row[1])]))
 
-# %% ../nbs/03_data.ipynb #5cfa17d9
+# %% ../nbs/03_data.ipynb #ace18de4
 class TextAudioCollate:
     "Pad and sort a list of `(text, spec, wav)` items by spectrogram length, longest first."
     def __init__(self, return_ids=False): self.return_ids = return_ids
@@ -207,7 +207,7 @@ class TextAudioSpeakerCollate(TextAudioCollate):
         sid = torch.LongTensor([int(batch[j][3]) for j in ids.tolist()])
         return out + (sid,) + ((ids,) if self.return_ids else ())
 
-# %% ../nbs/03_data.ipynb #21f5d683
+# %% ../nbs/03_data.ipynb #aadef50a
 class DistributedBucketSampler(DistributedSampler):
     "Batches of indices from one length bucket each, padded so every replica gets the same number of batches."
     def __init__(self, dataset, batch_size, boundaries, num_replicas=None, rank=None, shuffle=True):
@@ -262,7 +262,7 @@ class DistributedBucketSampler(DistributedSampler):
 
     def __len__(self): return self.num_samples // self.batch_size
 
-# %% ../nbs/03_data.ipynb #6cb43def
+# %% ../nbs/03_data.ipynb #01fb0da4
 LJSPEECH_URL = 'https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2'
 
 def _write_lines(path, lines):
@@ -301,7 +301,7 @@ def prepare_ljspeech(src_dir, out_dir, val_size=100, seed=1234, cleaners=('engli
              'val': _write_lines(out / 'ljs_audio_text_val_filelist.txt', val)}
     return {**paths, **_clean(paths, cleaners)}
 
-# %% ../nbs/03_data.ipynb #322d6e92
+# %% ../nbs/03_data.ipynb #4cefef20
 def _convert(job):
     src, dst, sr = job
     if dst.is_file():
@@ -357,7 +357,7 @@ def prepare_vctk(src_dir, out_dir, val_size=100, seed=1234, cleaners=('english_c
              'speakers': _write_lines(out / 'speakers.json', [json.dumps(speakers, indent=1)])}
     return {**paths, **_clean({k: paths[k] for k in ('train', 'val')}, cleaners)}
 
-# %% ../nbs/03_data.ipynb #4b1902b7
+# %% ../nbs/03_data.ipynb #333b6311
 def _safe_extract(archive, dest):
     "Extract a tar archive into `dest`, refusing members that would land outside it, links out of it, or devices."
     dest = Path(dest).resolve()
