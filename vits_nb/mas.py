@@ -6,14 +6,14 @@
 __all__ = ['log_likelihood_matrix', 'maximum_path_reference', 'path_score', 'brute_force_path', 'maximum_path_numba',
            'maximum_path_torch', 'maximum_path']
 
-# %% ../nbs/08_mas.ipynb #8fcecec3
+# %% ../nbs/08_mas.ipynb #0b137084
 import itertools, math
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numba import njit, prange
 
-# %% ../nbs/08_mas.ipynb #937595d5
+# %% ../nbs/08_mas.ipynb #def1f574
 def log_likelihood_matrix(z_p, m_p, logs_p):
     "Gaussian log-density of every frame under every token. z_p `[b, d, t_y]`, m_p/logs_p `[b, d, t_x]` → `[b, t_y, t_x]`."
     s = torch.exp(-2 * logs_p)                                                    # 1/σ², [b, d, t_x]
@@ -23,7 +23,7 @@ def log_likelihood_matrix(z_p, m_p, logs_p):
     l4 = torch.sum(-0.5 * m_p ** 2 * s, 1, keepdim=True)                          # [b, 1, t_x]
     return l1 + l2 + l3 + l4
 
-# %% ../nbs/08_mas.ipynb #267ff50c
+# %% ../nbs/08_mas.ipynb #541e9e07
 def _check_inputs(neg_cent, mask):
     "Validate shapes, mask, lengths and values with torch ops; return per-item frame and token counts `T`, `N` (`[b]`)."
     if not (torch.is_tensor(neg_cent) and torch.is_tensor(mask)):
@@ -59,7 +59,7 @@ def _raise_for(bad_mask, bad_len, bad_val, T, N):
                              'at least one frame, so no monotonic alignment exists')
         if bad_val[k]: raise ValueError(f'neg_cent item {k} contains NaN or inf inside the mask')
 
-# %% ../nbs/08_mas.ipynb #2894fce7
+# %% ../nbs/08_mas.ipynb #2aa8e93c
 def _advance(Q, j, i):
     "The tie rule: does the best path into (j, i) come from token i-1? `Q` holds rows of Python floats."
     return i == j or (i > 0 and Q[j - 1][i - 1] > Q[j - 1][i])
@@ -89,7 +89,7 @@ def maximum_path_reference(neg_cent, mask):
         out[k, :t, :n] = _path_from(tokens[::-1], (t, n), neg_cent.dtype)
     return out.to(neg_cent.device)
 
-# %% ../nbs/08_mas.ipynb #97a0e18f
+# %% ../nbs/08_mas.ipynb #6a2e9a29
 def path_score(neg_cent, path):
     "Score of each item's path, summed frame by frame in float64 (the order the DP uses). → `[b]` float64."
     out = []
@@ -118,7 +118,7 @@ def brute_force_path(neg_cent, mask):
         out[k, :t, :n] = _path_from(best[1][::-1], (t, n), neg_cent.dtype)
     return out.to(neg_cent.device)
 
-# %% ../nbs/08_mas.ipynb #9f3a5a20
+# %% ../nbs/08_mas.ipynb #a2467d37
 @njit(cache=True, nogil=True)
 def _mas_item(L, M, path):
     "MAS for one item: L, M `[t_y, t_x]`, path written in place. → (status, T, N)."
@@ -127,32 +127,35 @@ def _mas_item(L, M, path):
     for j in range(tm): T += M[j, 0] != 0                                        # lengths from the mask edges
     N = 0
     for i in range(nm): N += M[0, i] != 0
-    ok = True                                                                    # the mask must be the T x N rectangle
+    bad = False                                                                  # the mask must be the T x N rectangle
     for j in range(tm):
-        for i in range(nm): ok &= M[j, i] == (1 if (j < T and i < N) else 0)
-    if not ok: return 1, T, N
+        row, inside = M[j], 1 if j < T else 0
+        for i in range(N): bad |= row[i] != inside
+        for i in range(N, nm): bad |= row[i] != 0
+    if bad: return 1, T, N
     if N > T: return 2, T, N
     for j in range(T):
-        for i in range(N): ok &= np.isfinite(L[j, i])
-    if not ok: return 3, T, N
+        row = L[j]
+        for i in range(N): bad |= not (abs(row[i]) < np.inf)                    # NaN or inf
+    if bad: return 3, T, N
     path[:, :] = 0
     if T == 0: return 0, T, N
     adv = np.empty((T, N), np.uint8)                                             # 1: came from token i-1
-    Q = np.empty(N, np.float64)                                                  # row j-1 of Q, updated in place to row j
-    Q[0] = L[0, 0]
+    B = np.empty((2, N), np.float64)                                             # rows j-1 and j of Q, alternating
+    B[0, 0] = L[0, 0]
     for j in range(1, T):
-        Lj, aj = L[j], adv[j]
+        P, Q, Lj, aj = B[(j - 1) % 2], B[j % 2], L[j], adv[j]
         lo, hi = max(0, N - T + j), min(N - 1, j)                                # the band
-        top = hi
-        if hi == j:                                                              # token j at frame j: only by advancing
-            Q[j] = Q[j - 1] + Lj[j]; aj[j] = 1; top = j - 1
-        for i in range(top, max(lo, 1) - 1, -1):                                 # downwards, so Q[i-1], Q[i] are still row j-1
-            stay, advance = Q[i], Q[i - 1]
-            a = advance > stay                                                   # ties stay
-            aj[i] = a
-            Q[i] = (advance if a else stay) + Lj[i]
         if lo == 0:                                                              # token 0 can only stay
-            Q[0] += Lj[0]; aj[0] = 0
+            Q[0] = P[0] + Lj[0]; aj[0] = 0
+        if hi == j:                                                              # token j at frame j: only by advancing
+            Q[j] = P[j - 1] + Lj[j]; aj[j] = 1
+        s, e = max(lo, 1), (hi if hi < j else j - 1) + 1                         # cells with both predecessors
+        prev_adv, prev_stay, q, l, a = P[s - 1:e - 1], P[s:e], Q[s:e], Lj[s:e], aj[s:e]
+        for k in range(e - s):                                                   # Q = max(stay, advance) + L
+            go = prev_adv[k] > prev_stay[k]                                      # ties stay
+            a[k] = go
+            q[k] = (prev_adv[k] if go else prev_stay[k]) + l[k]
     i = N - 1                                                                    # backtrack from (T-1, N-1)
     for j in range(T - 1, -1, -1):
         path[j, i] = 1
@@ -166,7 +169,7 @@ def _mas_batch(L, M, path, info):
         s, t, n = _mas_item(L[k], M[k], path[k])
         info[k, 0], info[k, 1], info[k, 2] = s, t, n
 
-# %% ../nbs/08_mas.ipynb #f3b6024a
+# %% ../nbs/08_mas.ipynb #dfc36be0
 def _check_shapes(neg_cent, mask):
     "The checks that need no pass over the data."
     if not (torch.is_tensor(neg_cent) and torch.is_tensor(mask)):
@@ -191,7 +194,7 @@ def maximum_path_numba(neg_cent, mask):
     if s.any(): _raise_for(s == 1, s == 2, s == 3, info[:, 1], info[:, 2])
     return path.to(device=neg_cent.device, dtype=neg_cent.dtype)
 
-# %% ../nbs/08_mas.ipynb #6e8c9621
+# %% ../nbs/08_mas.ipynb #b7229be7
 def maximum_path_torch(neg_cent, mask):
     "MAS with torch ops on neg_cent's device (GPU path), vectorised over batch and tokens. `[b, t_y, t_x]` → path."
     T, N = _check_inputs(neg_cent, mask)
@@ -217,7 +220,7 @@ def maximum_path_torch(neg_cent, mask):
         idx = idx - (adv[rows, j, idx] & on).long()
     return path
 
-# %% ../nbs/08_mas.ipynb #9ebebe37
+# %% ../nbs/08_mas.ipynb #0ac00673
 _BACKENDS = {'numba': maximum_path_numba, 'torch': maximum_path_torch, 'reference': maximum_path_reference}
 
 def maximum_path(neg_cent, mask, backend=None):
