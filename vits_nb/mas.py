@@ -6,14 +6,14 @@
 __all__ = ['log_likelihood_matrix', 'maximum_path_reference', 'path_score', 'brute_force_path', 'maximum_path_numba',
            'maximum_path_torch', 'maximum_path']
 
-# %% ../nbs/08_mas.ipynb #0b137084
+# %% ../nbs/08_mas.ipynb #5322429c
 import itertools, math
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numba import njit, prange
 
-# %% ../nbs/08_mas.ipynb #def1f574
+# %% ../nbs/08_mas.ipynb #c73bfa18
 def log_likelihood_matrix(z_p, m_p, logs_p):
     "Gaussian log-density of every frame under every token. z_p `[b, d, t_y]`, m_p/logs_p `[b, d, t_x]` → `[b, t_y, t_x]`."
     s = torch.exp(-2 * logs_p)                                                    # 1/σ², [b, d, t_x]
@@ -23,7 +23,7 @@ def log_likelihood_matrix(z_p, m_p, logs_p):
     l4 = torch.sum(-0.5 * m_p ** 2 * s, 1, keepdim=True)                          # [b, 1, t_x]
     return l1 + l2 + l3 + l4
 
-# %% ../nbs/08_mas.ipynb #541e9e07
+# %% ../nbs/08_mas.ipynb #840cbea0
 def _check_inputs(neg_cent, mask):
     "Validate shapes, mask, lengths and values with torch ops; return per-item frame and token counts `T`, `N` (`[b]`)."
     if not (torch.is_tensor(neg_cent) and torch.is_tensor(mask)):
@@ -59,7 +59,7 @@ def _raise_for(bad_mask, bad_len, bad_val, T, N):
                              'at least one frame, so no monotonic alignment exists')
         if bad_val[k]: raise ValueError(f'neg_cent item {k} contains NaN or inf inside the mask')
 
-# %% ../nbs/08_mas.ipynb #2aa8e93c
+# %% ../nbs/08_mas.ipynb #7650a4b4
 def _advance(Q, j, i):
     "The tie rule: does the best path into (j, i) come from token i-1? `Q` holds rows of Python floats."
     return i == j or (i > 0 and Q[j - 1][i - 1] > Q[j - 1][i])
@@ -89,7 +89,7 @@ def maximum_path_reference(neg_cent, mask):
         out[k, :t, :n] = _path_from(tokens[::-1], (t, n), neg_cent.dtype)
     return out.to(neg_cent.device)
 
-# %% ../nbs/08_mas.ipynb #6a2e9a29
+# %% ../nbs/08_mas.ipynb #bce78c13
 def path_score(neg_cent, path):
     "Score of each item's path, summed frame by frame in float64 (the order the DP uses). → `[b]` float64."
     out = []
@@ -118,7 +118,7 @@ def brute_force_path(neg_cent, mask):
         out[k, :t, :n] = _path_from(best[1][::-1], (t, n), neg_cent.dtype)
     return out.to(neg_cent.device)
 
-# %% ../nbs/08_mas.ipynb #a2467d37
+# %% ../nbs/08_mas.ipynb #cdd514b6
 @njit(cache=True, nogil=True)
 def _mas_item(L, M, path):
     "MAS for one item: L, M `[t_y, t_x]`, path written in place. → (status, T, N)."
@@ -169,7 +169,7 @@ def _mas_batch(L, M, path, info):
         s, t, n = _mas_item(L[k], M[k], path[k])
         info[k, 0], info[k, 1], info[k, 2] = s, t, n
 
-# %% ../nbs/08_mas.ipynb #dfc36be0
+# %% ../nbs/08_mas.ipynb #c8f6d8a4
 def _check_shapes(neg_cent, mask):
     "The checks that need no pass over the data."
     if not (torch.is_tensor(neg_cent) and torch.is_tensor(mask)):
@@ -194,7 +194,7 @@ def maximum_path_numba(neg_cent, mask):
     if s.any(): _raise_for(s == 1, s == 2, s == 3, info[:, 1], info[:, 2])
     return path.to(device=neg_cent.device, dtype=neg_cent.dtype)
 
-# %% ../nbs/08_mas.ipynb #b7229be7
+# %% ../nbs/08_mas.ipynb #38b9ee75
 def maximum_path_torch(neg_cent, mask):
     "MAS with torch ops on neg_cent's device (GPU path), vectorised over batch and tokens. `[b, t_y, t_x]` → path."
     T, N = _check_inputs(neg_cent, mask)
@@ -204,23 +204,24 @@ def maximum_path_torch(neg_cent, mask):
     if neg_cent.numel() == 0: return path
     acc = torch.float32 if dev.type == 'mps' else torch.float64                  # MPS has no float64
     L = neg_cent.detach()
-    adv = torch.zeros(b, tm, nm, dtype=torch.bool, device=dev)                   # 1: came from token i-1
+    adv = torch.zeros(b, tm, nm, dtype=torch.uint8, device=dev)                  # 1: came from token i-1
     Q = L[:, 0].to(acc)                                                          # only Q[:, 0] is meaningful at j = 0
     for j in range(1, tm):
         A = F.pad(Q[:, :-1], (1, 0), value=-math.inf)                            # advance candidate Q[j-1, i-1]
         a = A > Q                                                                # ties stay
         if j < nm: a[:, j] = True                                                # i == j: only the advance exists
         adv[:, j] = a
-        Q = torch.where(a, A, Q) + L[:, j].to(acc)
-    idx = (N - 1).clamp(min=0)                                                   # backtrack from (T-1, N-1)
-    rows = torch.arange(b, device=dev)
+        Q = torch.where(a, A, Q).add_(L[:, j])                                   # float64 + L, rounded once
+    on = torch.arange(tm, device=dev) < T[:, None]                               # [b, t_y] valid frames
+    adv &= on.unsqueeze(2)                                                       # padding frames never move the pointer
+    tokens = torch.empty(b, tm, dtype=torch.long, device=dev)
+    idx = (N - 1).clamp(min=0).unsqueeze(1)                                      # [b, 1], backtrack from (T-1, N-1)
     for j in range(tm - 1, -1, -1):
-        on = j < T
-        path[rows, j, idx] = on.to(path.dtype)
-        idx = idx - (adv[rows, j, idx] & on).long()
-    return path
+        tokens[:, j:j + 1] = idx
+        idx = idx - adv[:, j].gather(1, idx)
+    return path.scatter_(2, tokens.unsqueeze(2), on.unsqueeze(2).to(path.dtype))
 
-# %% ../nbs/08_mas.ipynb #0ac00673
+# %% ../nbs/08_mas.ipynb #f9f9af98
 _BACKENDS = {'numba': maximum_path_numba, 'torch': maximum_path_torch, 'reference': maximum_path_reference}
 
 def maximum_path(neg_cent, mask, backend=None):
