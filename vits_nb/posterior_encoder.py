@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['PosteriorEncoder']
 
-# %% ../nbs/06_posterior_encoder.ipynb #bccf51f8
+# %% ../nbs/06_posterior_encoder.ipynb #37048c55
 import torch
 from torch import nn
 from .commons import WN, sequence_mask
 
-# %% ../nbs/06_posterior_encoder.ipynb #1e52bdfc
+# %% ../nbs/06_posterior_encoder.ipynb #f2ba14a6
 class PosteriorEncoder(nn.Module):
     "Linear spectrogram `x [b, in, t]`, `x_lengths [b]`, optional `g [b, gin, 1]` → (`z`, `m_q`, `logs_q` `[b, out, t]`, `x_mask [b, 1, t]`)."
     def __init__(self, in_channels, out_channels, hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=0):

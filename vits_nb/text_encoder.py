@@ -7,14 +7,14 @@ __all__ = ['get_relative_embeddings', 'relative_position_to_absolute_position', 
            'add_relative_key_logits', 'relative_weights', 'attention_bias_proximal', 'MultiHeadAttention', 'FFN',
            'Encoder', 'TextEncoder']
 
-# %% ../nbs/05_text_encoder.ipynb #f7c73eb6
+# %% ../nbs/05_text_encoder.ipynb #4a4ed92a
 import math
 import torch
 from torch import nn
 import torch.nn.functional as F
 from .commons import LayerNorm, sequence_mask
 
-# %% ../nbs/05_text_encoder.ipynb #117614d3
+# %% ../nbs/05_text_encoder.ipynb #5ca01f1c
 def get_relative_embeddings(emb, length):
     "Rows of `emb [h, 2w+1, d]` for distances −(length−1)…length−1 → `[h, 2·length−1, d]`, zero beyond the window."
     w = (emb.size(1) - 1) // 2
@@ -23,7 +23,7 @@ def get_relative_embeddings(emb, length):
     if pad: emb = F.pad(emb, (0, 0, pad, pad))
     return emb[:, start:start + 2 * length - 1]
 
-# %% ../nbs/05_text_encoder.ipynb #6bbef063
+# %% ../nbs/05_text_encoder.ipynb #4b7c5c91
 def relative_position_to_absolute_position(x):
     "`x [b, h, l, 2l−1]` indexed by distance (column c ↔ j−i = c−l+1) → `[b, h, l, l]` indexed by key position j."
     b, h, l, _ = x.shape
@@ -31,7 +31,7 @@ def relative_position_to_absolute_position(x):
     x = F.pad(x.reshape(b, h, 2 * l * l), (0, l - 1))             # [b, h, (l+1)(2l−1)]
     return x.view(b, h, l + 1, 2 * l - 1)[:, :, :l, l - 1:]      # [b, h, l, l]
 
-# %% ../nbs/05_text_encoder.ipynb #d5313fc4
+# %% ../nbs/05_text_encoder.ipynb #c69ca619
 def absolute_position_to_relative_position(x):
     "`x [b, h, l, l]` indexed by key position j → `[b, h, l, 2l−1]` indexed by distance (column c ↔ j−i = c−l+1)."
     b, h, l, _ = x.shape
@@ -39,7 +39,7 @@ def absolute_position_to_relative_position(x):
     x = F.pad(x.reshape(b, h, l * (2 * l - 1)), (l, 0))           # [b, h, 2l²]
     return x.view(b, h, l, 2 * l)[:, :, :, 1:]                    # [b, h, l, 2l−1]
 
-# %% ../nbs/05_text_encoder.ipynb #296ea2b6
+# %% ../nbs/05_text_encoder.ipynb #d98ce6a5
 def add_relative_key_logits(scores, query, emb):
     "In place: `scores [b, h, l, l]` += q_i·w_{j−i} on the diagonals |j−i| ≤ w. `query [b, h, l, d]`, `emb [h|1, 2w+1, d]`."
     w, l = (emb.size(1) - 1) // 2, scores.size(-1)
@@ -56,13 +56,13 @@ def relative_weights(p_attn, window_size):
             for r in range(-window_size, window_size + 1)]
     return torch.stack(cols, -1)
 
-# %% ../nbs/05_text_encoder.ipynb #36d831ac
+# %% ../nbs/05_text_encoder.ipynb #c492287b
 def attention_bias_proximal(length, dtype=torch.float32, device=None):
     "`[1, 1, l, l]` logit bias −log(1 + |i − j|)."
     r = torch.arange(length, dtype=dtype, device=device)
     return -torch.log1p((r[None, :] - r[:, None]).abs())[None, None]
 
-# %% ../nbs/05_text_encoder.ipynb #e1385c94
+# %% ../nbs/05_text_encoder.ipynb #fc731327
 class MultiHeadAttention(nn.Module):
     "Multi-head attention over 1-D sequences, with optional windowed relative positions. `x [b, c, t_t]`, `c [b, c, t_s]` → `[b, out, t_t]`."
     def __init__(self, channels, out_channels, n_heads, p_dropout=0., window_size=None, heads_share=True,
@@ -122,7 +122,7 @@ class MultiHeadAttention(nn.Module):
         output = output.transpose(2, 3).reshape(b, d, t_t)                       # heads back to channels
         return output, p_attn
 
-# %% ../nbs/05_text_encoder.ipynb #b1e33db9
+# %% ../nbs/05_text_encoder.ipynb #a4cb03a3
 class FFN(nn.Module):
     "conv → ReLU (or GELU) → dropout → conv, masked. `x [b, in, t]`, `x_mask [b, 1, t]` → `[b, out, t]`."
     def __init__(self, in_channels, out_channels, filter_channels, kernel_size, p_dropout=0., activation=None,
@@ -144,7 +144,7 @@ class FFN(nn.Module):
         x = self.conv_2(self.pad(self.drop(x) * x_mask))
         return x * x_mask
 
-# %% ../nbs/05_text_encoder.ipynb #2d3dbb6c
+# %% ../nbs/05_text_encoder.ipynb #dfe9df43
 class Encoder(nn.Module):
     "`n_layers` × (relative-position self-attention, FFN), post-norm residual. `x [b, c, t]`, `x_mask [b, 1, t]` → `[b, c, t]`."
     def __init__(self, hidden_channels, filter_channels, n_heads, n_layers, kernel_size=1, p_dropout=0., window_size=4):
@@ -168,7 +168,7 @@ class Encoder(nn.Module):
             x = norm_2(x + self.drop(ffn(x, x_mask)))
         return x * x_mask
 
-# %% ../nbs/05_text_encoder.ipynb #ec47aec7
+# %% ../nbs/05_text_encoder.ipynb #8fc98093
 class TextEncoder(nn.Module):
     "Symbols `x [b, t]` (int), `x_lengths [b]` → (`h_text [b, hidden, t]`, `m_p`, `logs_p [b, out, t]`, `x_mask [b, 1, t]`)."
     def __init__(self, n_vocab, out_channels, hidden_channels, filter_channels, n_heads, n_layers, kernel_size, p_dropout):
