@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from vits_nb.mas import maximum_path, maximum_path_torch
 from monotonic_alignment_search import maximum_path as peer_maximum_path
+from monotonic_alignment_search.core import maximum_path_c as peer_core
 
 THREADS = 2
-SIZES = [(16, 800, 150), (32, 1000, 200)]
+SIZES = [(16, 800, 150, False), (32, 1000, 200, False), (32, 1000, 200, True)]   # True: padded batch, lengths 50-100%
 REPS, WARMUP = 15, 2
 
 
@@ -57,18 +58,26 @@ def main():
         cold, warm = first_call_seconds(d), first_call_seconds(d)
     print(f'first call in a fresh process: {cold:.2f} s with an empty numba cache, {warm:.3f} s with it cached')
     print('median ms (best ms): the median is the figure; the best run shows the work without scheduling noise')
-    print(f'{"b x t_frames x t_text":>22} | {"ours":>15} | {"peer":>15} | {"peer/ours":>9} | {"torch loop (CPU)":>16} | same path')
-    for b, t_y, t_x in SIZES:
+    print('peer core: its Cython kernel alone on ready numpy arrays (value copied per call: the kernel overwrites it)')
+    print(f'{"b x t_frames x t_text":>22} | {"ours":>15} | {"peer":>15} | {"peer/ours":>9} | {"peer core":>15} | {"torch loop (CPU)":>16} | same path')
+    for b, t_y, t_x, padded in SIZES:
         g = torch.Generator().manual_seed(0)
         neg_cent = torch.randn(b, t_y, t_x, generator=g)                     # [b, t_frames, t_text]
-        mask = torch.ones(b, t_y, t_x)
+        T, N = torch.full((b,), t_y), torch.full((b,), t_x)
+        if padded:
+            T = torch.randint(t_y // 2, t_y + 1, (b,), generator=g); T[0] = t_y
+            N = (T * t_x + t_y - 1) // t_y                                    # text length proportional to frames
+        mask = ((torch.arange(t_y) < T[:, None])[:, :, None] & (torch.arange(t_x) < N[:, None])[:, None, :]).float()
         value, pmask = neg_cent.transpose(1, 2).contiguous(), mask.transpose(1, 2).contiguous()  # peer layout
-        (ours, ours_best), (peer, peer_best) = median_times(lambda: maximum_path(neg_cent, mask),
-                                                            lambda: peer_maximum_path(value, pmask))
+        v_np, p_np = value.numpy(), np.zeros(value.shape, np.int32)
+        tx_np, ty_np = N.int().numpy(), T.int().numpy()
+        (ours, ours_best), (peer, peer_best), (core, core_best) = median_times(
+            lambda: maximum_path(neg_cent, mask), lambda: peer_maximum_path(value, pmask),
+            lambda: peer_core(p_np, v_np.copy(), tx_np, ty_np))
         (loop, _), = median_times(lambda: maximum_path_torch(neg_cent, mask), reps=3, warmup=1)
         same = torch.equal(maximum_path(neg_cent, mask), peer_maximum_path(value, pmask).transpose(1, 2))
-        print(f'{f"{b} x {t_y} x {t_x}":>22} | {ours*1e3:6.1f} ({ours_best*1e3:5.1f}) | {peer*1e3:6.1f} ({peer_best*1e3:5.1f}) '
-              f'| {peer/ours:8.1f}x | {loop*1e3:13.0f} ms | {same}')
+        print(f'{f"{b} x {t_y} x {t_x}" + (" padded" if padded else ""):>22} | {ours*1e3:6.1f} ({ours_best*1e3:5.1f}) | {peer*1e3:6.1f} ({peer_best*1e3:5.1f}) '
+              f'| {peer/ours:8.1f}x | {core*1e3:6.1f} ({core_best*1e3:5.1f}) | {loop*1e3:13.0f} ms | {same}')
 
 
 if __name__ == '__main__':
