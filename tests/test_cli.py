@@ -36,7 +36,18 @@ def test_main_job_end_to_end(tmp_path, capsys):
         assert f in text, f
     # a re-run reuses every wav
     assert main(['main', '--n', '4', '--out', str(out), '--no-progress']) == 0
-    assert 'generated    0 new, 4 reused' in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert 'generated    0 new, 4 reused' in cap.out and 'warning' not in cap.err
+    # a .cleaned row that is not what the cleaner makes of its sentence is reported, not passed over
+    if single['cleaned']:
+        p = Path(single['filelists']['train'] + '.cleaned')
+        rows = p.read_text(encoding='utf-8').splitlines()
+        rows[-1] = rows[-1].split('|')[0] + '|ʃɪftᵻd ɹˈoʊ.'
+        p.write_text('\n'.join(rows) + '\n', encoding='utf-8')
+        assert main(['main', '--n', '4', '--out', str(out), '--no-progress']) == 0
+        err = capsys.readouterr().err
+        last = Path(train[-1][0]).stem
+        assert f'disagrees with english_cleaners2 on {last}' in err and 'ʃɪftᵻd ɹˈoʊ.' in err
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):

@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'report', 'add_main', 'cmd_main', 'build_parser', 'main']
 
-# %% ../nbs/15_cli.ipynb #c074fde3
+# %% ../nbs/15_cli.ipynb #3ee633ba
 import argparse, json, os, sys
 from pathlib import Path
 
 from . import __version__
 from .corpus import DEFAULT_VOICE, VOICES, build_toy_corpus, repo_root
 
-# %% ../nbs/15_cli.ipynb #df9be1a1
+# %% ../nbs/15_cli.ipynb #d438e3b6
 def _rel(p):
     "`p` relative to the working directory when it lies below it (shorter to read), else absolute."
     p = Path(p)
@@ -23,15 +23,18 @@ def _rows(path):
     return [l.split('|') for l in Path(path).read_text(encoding='utf-8').splitlines() if l.strip()]
 
 def _sample(stats, k=3):
-    "Up to `k` (id, voice, text, phonemes) from the train filelist, spread over it; phonemes None without `.cleaned`."
+    "Up to `k` (id, voice, text, phonemes, phonemes in `.cleaned`) from the train filelist, spread over it."
+    try: from vits_nb.text import english_cleaners2
+    except ImportError: english_cleaners2 = None
     fl = Path(stats['filelists']['train'])
     rows = _rows(fl)
     cl = fl.with_name(fl.name + '.cleaned')
-    phon = [r[-1] for r in _rows(cl)] if stats['cleaned'] and cl.is_file() else [None] * len(rows)
-    pick = sorted({round(i * (len(rows) - 1) / max(1, k - 1)) for i in range(k)})
+    cached = [r[-1] for r in _rows(cl)] if stats['cleaned'] and cl.is_file() else []
     voice = {str(sid): v for v, sid in stats['speakers'].items()}
-    return [(Path(rows[i][0]).stem, voice[rows[i][1]] if len(rows[i]) == 3 else next(iter(voice.values())),
-             rows[i][-1], phon[i]) for i in pick]
+    pick = sorted({round(i * (len(rows) - 1) / max(1, k - 1)) for i in range(k)})
+    return [(Path(rows[i][0]).stem, voice[rows[i][1]] if len(rows[i]) == 3 else next(iter(voice.values())), rows[i][-1],
+             english_cleaners2(rows[i][-1]) if english_cleaners2 else None, cached[i] if i < len(cached) else None)
+            for i in pick]
 
 def report(stats, title, file=None):
     "Print a corpus's statistics, a phonemized sample and where its files are."
@@ -49,9 +52,17 @@ def report(stats, title, file=None):
     if stats['realtime_factor']: gen += f" ({stats['realtime_factor']:.1f}x real time, {stats['jobs']} workers)"
     pr(gen)
     pr('  sample (text, then its english_cleaners2 phonemes):')
-    for uid, voice, text, ph in _sample(stats):
+    stale = []
+    for uid, voice, text, ph, cached in _sample(stats):
+        ph = ph if ph is not None else cached
         pr(f'    {uid} ({voice})  {text}')
         pr(f"    {'':{len(uid) + len(voice) + 3}}  {ph if ph is not None else '(no phonemes: vits_nb.text is not available)'}")
+        if cached is not None and cached != ph: stale.append((uid, cached))
+    if stale:   # the cached phonemes must be what the cleaner makes of the line: anything else trains on wrong text
+        cl = _rel(stats['filelists']['train']) + '.cleaned'
+        print(f'vits-nb: warning: {cl} disagrees with english_cleaners2 on {", ".join(u for u, _ in stale)} '
+              f'(it has {stale[0][1]!r}): its rows are stale or misaligned; delete it and re-run to rebuild it',
+              file=sys.stderr)
     fl = {k: _rel(v) for k, v in stats['filelists'].items()}
     pr('  files:')
     pr(f"    wavs/        {_rel(d / 'wavs')}/toy_NNNN.wav")
@@ -92,7 +103,7 @@ def cmd_main(args):
           're-running `vits-nb main` reuses every wav.')
     return 0
 
-# %% ../nbs/15_cli.ipynb #301693ff
+# %% ../nbs/15_cli.ipynb #2fe066df
 COMMANDS = {'main': (add_main, cmd_main)}
 
 def build_parser():

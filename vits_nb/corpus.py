@@ -6,7 +6,7 @@
 __all__ = ['SAMPLE_RATE', 'VOICES', 'DEFAULT_VOICE', 'repo_root', 'toy_sentences', 'Voice', 'get_voice', 'check_teacher',
            'write_wav', 'speak', 'build_toy_corpus']
 
-# %% ../nbs/03a_corpus.ipynb #48f36eda
+# %% ../nbs/03a_corpus.ipynb #b5f24fec
 import json, os, random, shutil, subprocess, tempfile, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-# %% ../nbs/03a_corpus.ipynb #ec27511f
+# %% ../nbs/03a_corpus.ipynb #f5520595
 SAMPLE_RATE = 22050   # LJSpeech's rate and the official configs' `sampling_rate`
 
 def repo_root() -> Path:
@@ -32,7 +32,7 @@ def toy_sentences(path=None) -> list:
                                 'as data/toy_sentences.txt; pass path= to use another file)')
     return [l.strip() for l in path.read_text(encoding='utf-8').splitlines() if l.strip()]
 
-# %% ../nbs/03a_corpus.ipynb #87cf16b9
+# %% ../nbs/03a_corpus.ipynb #bd730b48
 @dataclass(frozen=True)
 class Voice:
     "An offline teacher voice: `engine` ('festival' or 'flite') and the engine's own voice name."
@@ -80,7 +80,7 @@ def _flite_voices():
     out = subprocess.run(['flite', '-lv'], capture_output=True, text=True).stdout
     return frozenset(out.split(':', 1)[-1].split())
 
-# %% ../nbs/03a_corpus.ipynb #6621b0d6
+# %% ../nbs/03a_corpus.ipynb #dc897abf
 def _synthesize(text, v, workdir):
     "Run the teacher; return (float32 samples, native sample rate)."
     txt, raw = Path(workdir) / 'text.txt', Path(workdir) / 'raw.wav'
@@ -133,7 +133,7 @@ def speak(text, voice, out_wav, sr=SAMPLE_RATE, top_db=40., pad=0.1) -> float:
     write_wav(out_wav, y, sr)
     return len(y) / sr
 
-# %% ../nbs/03a_corpus.ipynb #0a276f67
+# %% ../nbs/03a_corpus.ipynb #94127ff8
 def _write_text(path, text):
     "Write `text` atomically, and only if it differs from what is there (keeps mtimes on re-runs)."
     path = Path(path)
