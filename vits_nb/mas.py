@@ -6,14 +6,14 @@
 __all__ = ['log_likelihood_matrix', 'maximum_path_reference', 'path_score', 'brute_force_path', 'maximum_path_numba',
            'maximum_path_torch', 'maximum_path']
 
-# %% ../nbs/08_mas.ipynb #7c2fa208
+# %% ../nbs/08_mas.ipynb #d8f4270a
 import itertools, math
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numba import njit, prange
 
-# %% ../nbs/08_mas.ipynb #24b9ced4
+# %% ../nbs/08_mas.ipynb #90a238e5
 def log_likelihood_matrix(z_p, m_p, logs_p):
     "Gaussian log-density of every frame under every token. z_p `[b, d, t_y]`, m_p/logs_p `[b, d, t_x]` → `[b, t_y, t_x]`."
     s = torch.exp(-2 * logs_p)                                                    # 1/σ², [b, d, t_x]
@@ -23,7 +23,7 @@ def log_likelihood_matrix(z_p, m_p, logs_p):
     l4 = torch.sum(-0.5 * m_p ** 2 * s, 1, keepdim=True)                          # [b, 1, t_x]
     return l1 + l2 + l3 + l4
 
-# %% ../nbs/08_mas.ipynb #cea89907
+# %% ../nbs/08_mas.ipynb #3a87819d
 def _check_shapes(neg_cent, mask):
     "The checks that need no pass over the data."
     if not (torch.is_tensor(neg_cent) and torch.is_tensor(mask)):
@@ -62,7 +62,7 @@ def _raise_for(bad_mask, bad_len, bad_val, T, N):
                              'at least one frame, so no monotonic alignment exists')
         if bad_val[k]: raise ValueError(f'neg_cent item {k} contains NaN or inf inside the mask')
 
-# %% ../nbs/08_mas.ipynb #6eda7312
+# %% ../nbs/08_mas.ipynb #535ecb52
 def _advance(Q, j, i):
     "The tie rule: does the best path into (j, i) come from token i-1? `Q` holds rows of Python floats."
     return i == j or (i > 0 and Q[j - 1][i - 1] > Q[j - 1][i])
@@ -92,7 +92,7 @@ def maximum_path_reference(neg_cent, mask):
         out[k, :t, :n] = _path_from(tokens[::-1], (t, n), neg_cent.dtype)
     return out.to(neg_cent.device)
 
-# %% ../nbs/08_mas.ipynb #a3848282
+# %% ../nbs/08_mas.ipynb #4f2efd06
 def path_score(neg_cent, path):
     "Score of each item's path, summed frame by frame in float64 (the order the DP uses). → `[b]` float64."
     out = []
@@ -121,7 +121,7 @@ def brute_force_path(neg_cent, mask):
         out[k, :t, :n] = _path_from(best[1][::-1], (t, n), neg_cent.dtype)
     return out.to(neg_cent.device)
 
-# %% ../nbs/08_mas.ipynb #dc1df5cc
+# %% ../nbs/08_mas.ipynb #bb057bad
 @njit(cache=True, nogil=True)
 def _mas_item(L, M, path):
     "MAS for one item: L, M `[t_y, t_x]`, path written in place. → (status, T, N)."
@@ -172,7 +172,7 @@ def _mas_batch(L, M, path, info):
         s, t, n = _mas_item(L[k], M[k], path[k])
         info[k, 0], info[k, 1], info[k, 2] = s, t, n
 
-# %% ../nbs/08_mas.ipynb #fb2ec81d
+# %% ../nbs/08_mas.ipynb #1945f7d7
 def maximum_path_numba(neg_cent, mask):
     "MAS on the CPU with the parallel numba kernel. `[b, t_y, t_x]` → 0/1 path of neg_cent's dtype."
     _check_shapes(neg_cent, mask)
@@ -188,7 +188,7 @@ def maximum_path_numba(neg_cent, mask):
     if s.any(): _raise_for(s == 1, s == 2, s == 3, info[:, 1], info[:, 2])
     return path.to(device=neg_cent.device, dtype=neg_cent.dtype)
 
-# %% ../nbs/08_mas.ipynb #0e45231e
+# %% ../nbs/08_mas.ipynb #82d0debc
 def maximum_path_torch(neg_cent, mask):
     "MAS with torch ops on neg_cent's device (GPU path), vectorised over batch and tokens. `[b, t_y, t_x]` → path."
     T, N = _check_inputs(neg_cent, mask)
@@ -215,7 +215,7 @@ def maximum_path_torch(neg_cent, mask):
         idx = idx - adv[:, j].gather(1, idx)
     return path.scatter_(2, tokens.unsqueeze(2), on.unsqueeze(2).to(path.dtype))
 
-# %% ../nbs/08_mas.ipynb #e4c8daa2
+# %% ../nbs/08_mas.ipynb #23b3a355
 _BACKENDS = {'numba': maximum_path_numba, 'torch': maximum_path_torch, 'reference': maximum_path_reference}
 
 def maximum_path(neg_cent, mask, backend=None):
