@@ -167,3 +167,16 @@ def test_round_trip_property(s):
 def test_intersperse_property(lst, item):
     out = intersperse(lst, item)
     assert len(out) == 2 * len(lst) + 1 and out[1::2] == lst and out[0::2] == [item] * (len(lst) + 1)
+
+
+def test_clause_splitting_lines_keep_the_filelist_aligned(tmp_path):
+    "espeak reads '$12.99' as two clauses; the batch must still return one phoneme line per input line."
+    from vits_nb.text import clean_texts, clean_filelist, english_cleaners2
+    lines = ['She paid $12.99 for a scarf.', 'The chess club meets on Thursday.', 'It was $3.50 each.', 'Done.']
+    got = clean_texts(lines)
+    assert len(got) == 4 and got == [english_cleaners2(l) for l in lines]
+    fl = tmp_path / 'f.txt'
+    fl.write_text(''.join(f'wavs/{i}.wav|{l}\n' for i, l in enumerate(lines)))
+    rows = [r.split('|') for r in clean_filelist(fl, progress=False).read_text().splitlines()]
+    assert [r[0] for r in rows] == [f'wavs/{i}.wav' for i in range(4)]
+    assert [r[1] for r in rows] == got

@@ -9,12 +9,12 @@ __all__ = ['symbols', 'symbol_to_id', 'id_to_symbol', 'PHONEMIZER_PUNCTUATION', 
            'cleaned_text_to_sequence', 'text_to_sequence', 'sequence_to_text', 'intersperse', 'get_text',
            'clean_filelist']
 
-# %% ../nbs/01_text.ipynb #900cfa84
+# %% ../nbs/01_text.ipynb #d5a5a0d7
 import os, re, tempfile, unicodedata, warnings, functools, logging
 from pathlib import Path
 import torch
 
-# %% ../nbs/01_text.ipynb #1b0da80e
+# %% ../nbs/01_text.ipynb #d32b6b88
 _pad = '_'
 _punctuation = ';:,.!?¡¿—…"«»“” '
 _letters = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
@@ -25,7 +25,7 @@ symbols = [_pad] + list(_punctuation) + list(_letters) + list(_letters_ipa)
 symbol_to_id = {s: i for i, s in enumerate(symbols)}   # built in order: "'" -> 176, not 174
 id_to_symbol = {i: s for i, s in enumerate(symbols)}
 
-# %% ../nbs/01_text.ipynb #d0b8456a
+# %% ../nbs/01_text.ipynb #a4cb41d9
 try:
     from unidecode import unidecode as _unidecode
 except ImportError:  # pragma: no cover - fallback when the optional dependency is missing
@@ -56,7 +56,7 @@ def expand_abbreviations(text):
     for regex, full in _abbreviations: text = regex.sub(full, text)
     return text
 
-# %% ../nbs/01_text.ipynb #8fd1ada4
+# %% ../nbs/01_text.ipynb #e8f84b26
 _ones = ('zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen '
          'fifteen sixteen seventeen eighteen nineteen').split()
 _tens = '_ _ twenty thirty forty fifty sixty seventy eighty ninety'.split()
@@ -103,7 +103,7 @@ def ordinal_words(n):
     else: new = last + 'th'
     return words[:m.start()] + new
 
-# %% ../nbs/01_text.ipynb #f86cf8fb
+# %% ../nbs/01_text.ipynb #eba6a532
 _comma_number_re = re.compile(r'([0-9][0-9,]+[0-9])')
 _decimal_number_re = re.compile(r'([0-9]+\.[0-9]+)')
 _pounds_re = re.compile(r'£([0-9,]*[0-9]+)')
@@ -136,7 +136,7 @@ def normalize_numbers(text):
     text = _ordinal_re.sub(lambda m: ordinal_words(m.group(0)[:-2]), text)
     return _number_re.sub(_expand_number, text)
 
-# %% ../nbs/01_text.ipynb #055b055d
+# %% ../nbs/01_text.ipynb #e67b9425
 PHONEMIZER_PUNCTUATION = ';:,.!?¡¿—…"«»“”'   # the official set; phonemizer 3.x adds (){}[] by default
 
 @functools.lru_cache(maxsize=None)
@@ -171,12 +171,17 @@ def phonemize_batch(texts, language='en-us', chunk_size=1000, progress=False):
         from tqdm import tqdm
         bar = tqdm(total=len(texts), desc='phonemizing', unit='line')
     for s in starts:
-        out += backend.phonemize(texts[s:s + chunk_size], strip=True)
+        chunk = texts[s:s + chunk_size]
+        got = backend.phonemize(chunk, strip=True)
+        # espeak can break one input line into several clauses (e.g. "$12.99" is read "dollar twelve. ninety nine"),
+        # which shifts every later line: redo such a chunk line by line and join each line's pieces with a space
+        if len(got) != len(chunk): got = [' '.join(backend.phonemize([t], strip=True)) for t in chunk]
+        out += got
         if progress: bar.update(len(texts[s:s + chunk_size]))
     if progress: bar.close()
     return out
 
-# %% ../nbs/01_text.ipynb #60b716a3
+# %% ../nbs/01_text.ipynb #bce74ced
 def basic_cleaners(text):
     "Lowercase and collapse whitespace (no transliteration)."
     return collapse_whitespace(lowercase(text))
@@ -217,7 +222,7 @@ def clean_text(text, cleaner_names=('english_cleaners2',)):
     "One text through the named cleaners, in order."
     return clean_texts([_check_text(text)], cleaner_names)[0]
 
-# %% ../nbs/01_text.ipynb #5223cb0b
+# %% ../nbs/01_text.ipynb #b35c21e0
 def cleaned_text_to_sequence(cleaned_text, strict=False):
     "Ids of an already-cleaned string; unknown characters are dropped with one warning (or raise if `strict`)."
     _check_text(cleaned_text, 'cleaned_text')
@@ -240,7 +245,7 @@ def sequence_to_text(sequence):
     if bad: raise ValueError(f'ids outside the symbol table [0, {len(symbols)}): {bad[:10]}')
     return ''.join(id_to_symbol[i] for i in sequence)
 
-# %% ../nbs/01_text.ipynb #7df9f224
+# %% ../nbs/01_text.ipynb #8d246d8f
 def intersperse(lst, item):
     "`item` between every element of `lst` and at both ends: `[item, x0, item, x1, ..., item]` (length 2n+1)."
     result = [item] * (len(lst) * 2 + 1)
@@ -253,7 +258,7 @@ def get_text(text, cleaned=False, add_blank=True, cleaner_names=('english_cleane
     if add_blank: seq = intersperse(seq, 0)
     return torch.LongTensor(seq)
 
-# %% ../nbs/01_text.ipynb #e67cbae7
+# %% ../nbs/01_text.ipynb #b9ae1b86
 def _atomic_write_text(path, text):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
