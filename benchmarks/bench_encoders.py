@@ -2,11 +2,12 @@
 (batch 16 x 400 frames x 513 bins), and what the windowed relative-position attention costs against plain
 `torch.nn.functional.scaled_dot_product_attention` without relative terms (the reference row).
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_encoders.py [--threads 2] [--repeats 7]
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_encoders.py [--threads 2] [--repeats 15]
 
 Lengths are drawn between 80% and 100% of the padded size (a sorted-bucket batch), inference mode, eval.
 Rounds interleave the variants so a load burst from other processes hits them alike; the table reports the
-median over rounds and the best round (on a loaded machine the best round is the steadier figure).
+median and best wall-clock round and the median process CPU time (on a loaded machine the best round and
+the CPU time are the steadier figures).
 """
 import argparse, math, statistics, sys, time, types
 from pathlib import Path
@@ -14,7 +15,8 @@ import torch
 import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 from vits_nb.commons import sequence_mask
-from vits_nb.text_encoder import MultiHeadAttention, TextEncoder
+from vits_nb.text_encoder import (MultiHeadAttention, TextEncoder, get_relative_embeddings,
+                                  relative_position_to_absolute_position, absolute_position_to_relative_position)
 from vits_nb.posterior_encoder import PosteriorEncoder
 
 
@@ -28,19 +30,36 @@ def sdpa_attention(self, query, key, value, mask=None):
     return out.transpose(2, 3).reshape(b, d, t_t), None
 
 
+def skewed_attention(self, query, key, value, mask=None):
+    "Drop-in for `MultiHeadAttention.attention` computing the relative terms by skewing full [l, 2l-1] tables"
+    " (the official formulation) instead of on the 2w+1 diagonals."
+    b, d, t_s, t_t = *key.shape, query.size(2)
+    h, dk = self.n_heads, self.k_channels
+    q, k, v = (y.view(b, h, dk, -1).transpose(2, 3) for y in (query, key, value))
+    q = q / math.sqrt(dk)
+    scores = q @ k.transpose(-2, -1)
+    scores = scores + relative_position_to_absolute_position(q @ get_relative_embeddings(self.emb_rel_k, t_s).unsqueeze(0).transpose(-2, -1))
+    if mask is not None: scores = scores.masked_fill(mask == 0, -1e4)
+    p = torch.softmax(scores, -1)
+    out = p @ v + absolute_position_to_relative_position(p) @ get_relative_embeddings(self.emb_rel_v, t_s).unsqueeze(0)
+    return out.transpose(2, 3).reshape(b, d, t_t), p
+
+
 def timed(fns, repeats):
+    "`{name: (median wall s, best wall s, median process-CPU s)}`; CPU time is less sensitive to other processes."
     for f in fns.values(): f()                                      # warm-up
-    times = {k: [] for k in fns}
+    wall, cpu = {k: [] for k in fns}, {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
-            t0 = time.perf_counter(); f(); times[k].append(time.perf_counter() - t0)
-    return {k: (statistics.median(v), min(v)) for k, v in times.items()}
+            t0, c0 = time.perf_counter(), time.process_time(); f()
+            wall[k].append(time.perf_counter() - t0); cpu[k].append(time.process_time() - c0)
+    return {k: (statistics.median(wall[k]), min(wall[k]), statistics.median(cpu[k])) for k in fns}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--threads', type=int, default=2)
-    ap.add_argument('--repeats', type=int, default=7)
+    ap.add_argument('--repeats', type=int, default=15)
     ap.add_argument('--batch', type=int, default=16)
     ap.add_argument('--tokens', type=int, default=150)
     ap.add_argument('--frames', type=int, default=400)
@@ -57,6 +76,8 @@ def main():
     enc_p_sdpa.load_state_dict(enc_p.state_dict())
     for layer in enc_p_sdpa.encoder.attn_layers: layer.attention = types.MethodType(sdpa_attention, layer)
     enc_q = PosteriorEncoder(513, 192, 192, 5, 1, 16).eval()
+    enc_q_plain = PosteriorEncoder(513, 192, 192, 5, 1, 16).eval()
+    enc_q_plain.load_state_dict(enc_q.state_dict()); enc_q_plain.remove_weight_norm()
 
     # one attention layer at encoder size: ours with the relative terms, ours without, torch SDPA without
     mha = MultiHeadAttention(192, 192, 2, window_size=4).eval()
@@ -64,6 +85,8 @@ def main():
     mha_sdpa = MultiHeadAttention(192, 192, 2).eval()
     mha_plain.load_state_dict(mha.state_dict(), strict=False); mha_sdpa.load_state_dict(mha_plain.state_dict())
     mha_sdpa.attention = types.MethodType(sdpa_attention, mha_sdpa)
+    mha_skew = MultiHeadAttention(192, 192, 2, window_size=4).eval()
+    mha_skew.load_state_dict(mha.state_dict()); mha_skew.attention = types.MethodType(skewed_attention, mha_skew)
     m = sequence_mask(x_len, t).unsqueeze(1).float()
     am = m.unsqueeze(2) * m.unsqueeze(-1)
     h = torch.randn(b, 192, t) * m
@@ -72,24 +95,29 @@ def main():
         # sanity: content-only attention agrees with SDPA at valid positions
         err = ((mha_plain(h, h, am) - mha_sdpa(h, h, am)) * m).abs().max().item()
         assert err < 1e-4, err
+        err = ((mha(h, h, am) - mha_skew(h, h, am)) * m).abs().max().item()        # banded == skewed
+        assert err < 1e-4, err
         res = timed({
             'attn: ours, relative window 4': lambda: mha(h, h, am),
+            'attn: relative by skewing [l, 2l-1] tables (official formulation)': lambda: mha_skew(h, h, am),
             'attn: ours, no relative terms': lambda: mha_plain(h, h, am),
             'attn: torch SDPA, no relative terms (ref)': lambda: mha_sdpa(h, h, am),
+        }, 8 * a.repeats)                                                  # one layer is ~100x cheaper: more rounds
+        res.update(timed({
             'TextEncoder (6 layers, ours)': lambda: enc_p(ids, x_len),
             'TextEncoder with SDPA attention (ref, no rel.)': lambda: enc_p_sdpa(ids, x_len),
             'PosteriorEncoder (16-layer WN, weight norm)': lambda: enc_q(spec, y_len),
-        }, a.repeats)
-        enc_q.remove_weight_norm()
-        res.update(timed({'PosteriorEncoder, weight norm removed': lambda: enc_q(spec, y_len)}, a.repeats))
+            'PosteriorEncoder, weight norm removed': lambda: enc_q_plain(spec, y_len),
+        }, a.repeats))
 
     refs = {'attn': 'attn: torch SDPA, no relative terms (ref)', 'TextEncoder': 'TextEncoder with SDPA attention (ref, no rel.)',
             'PosteriorEncoder': 'PosteriorEncoder (16-layer WN, weight norm)'}
     print(f'threads={a.threads} batch={b} tokens={t} frames={f} torch={torch.__version__}')
-    print(f'| variant | median ms | best ms | time vs reference (median) | (best) |\n|---|---:|---:|---:|---:|')
-    for k, (med, best) in res.items():
-        ref = next(v for p, v in refs.items() if k.startswith(p))
-        print(f'| {k} | {1e3 * med:.1f} | {1e3 * best:.1f} | {med / res[ref][0]:.2f}x | {best / res[ref][1]:.2f}x |')
+    print('| variant | wall median ms | wall best ms | CPU median ms | vs reference: wall best | CPU median |')
+    print('|---|---:|---:|---:|---:|---:|')
+    for k, (med, best, c) in res.items():
+        r = res[next(v for p, v in refs.items() if k.startswith(p))]
+        print(f'| {k} | {1e3 * med:.1f} | {1e3 * best:.1f} | {1e3 * c:.1f} | {best / r[1]:.2f}x | {c / r[2]:.2f}x |')
 
 
 if __name__ == '__main__':
