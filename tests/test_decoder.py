@@ -1,6 +1,7 @@
 """HiFi-GAN generator: official `dec.*` layout and parameter counts, both checkpoint key layouts load,
 upsampling arithmetic, weight-norm removal, residual-block receptive fields, conditioning, bad input."""
 import math
+from reference import rows, param_count, layout
 import pytest
 import torch
 from vits_nb.decoder import Generator, ResBlock1, ResBlock2, LRELU_SLOPE
@@ -13,21 +14,13 @@ TINY = dict(LJS, initial_channel=16, upsample_initial_channel=32)
 _G, _V = 'parametrizations.weight.original0', 'parametrizations.weight.original1'
 
 
-def read_table(path, prefix):
-    "(key without `prefix`, shape string) rows of a reference state-dict table, in file order."
-    rows = [l.split('\t') for l in path.read_text().splitlines() if l and not l.startswith('#')]
-    return [(k[len(prefix):], s) for k, s, _ in rows if k.startswith(prefix)]
 
 
-def param_count(fixtures, model, sub):
-    for l in (fixtures / 'param_counts.tsv').read_text().splitlines():
-        f = l.split('\t')
-        if f[0] == model and f[1] == sub: return int(f[2]), int(f[3])
-    raise KeyError((model, sub))
 
 
-def layout(module):
-    return [(k, str(list(v.shape))) for k, v in module.state_dict().items()]
+
+
+
 
 
 def to_parametrizations(sd):
@@ -39,27 +32,27 @@ def to_parametrizations(sd):
 def ljs_dec(): return Generator(**LJS)
 
 
-def test_ljs_layout_matches_official_in_order(ljs_dec, fixtures):
-    official = read_table(fixtures / 'state_dict_ljs_base_G.tsv', 'dec.')
+def test_ljs_layout_matches_official_in_order(ljs_dec):
+    official = rows('state_dict_ljs_base_G.tsv', 'dec.')
     assert len(official) == 231
     assert layout(ljs_dec) == official
 
 
-def test_parametrizations_layout_matches_fixture(ljs_dec, fixtures):
-    official = read_table(fixtures / 'state_dict_ljs_base_G_parametrizations_weight_norm.tsv', 'dec.')
-    assert [(k, str(list(v.shape))) for k, v in to_parametrizations(ljs_dec.state_dict()).items()] == official
+def test_parametrizations_layout_matches_fixture(ljs_dec):
+    official = rows('state_dict_ljs_base_G_parametrizations_weight_norm.tsv', 'dec.')
+    assert layout(to_parametrizations(ljs_dec.state_dict())) == official
 
 
-def test_vctk_layout_has_cond(fixtures):
+def test_vctk_layout_has_cond():
     dec = Generator(**LJS, gin_channels=256)
-    official = read_table(fixtures / 'state_dict_vctk_base_G.tsv', 'dec.')
+    official = rows('state_dict_vctk_base_G.tsv', 'dec.')
     assert layout(dec) == official
-    assert official[-2:] == [('cond.weight', '[512, 256, 1]'), ('cond.bias', '[512]')]
+    assert official[-2:] == [('cond.weight', [512, 256, 1]), ('cond.bias', [512])]
 
 
 @pytest.mark.parametrize('model,gin', [('ljs_base_G', 0), ('vctk_base_G', 256)])
-def test_parameter_counts(fixtures, model, gin):
-    with_g, plain = param_count(fixtures, model, 'dec')
+def test_parameter_counts(model, gin):
+    with_g, plain = param_count(model, 'dec')
     dec = Generator(**LJS, gin_channels=gin)
     assert sum(p.numel() for p in dec.parameters()) == with_g
     dec.remove_weight_norm()   # g·v/|v| folded into one plain weight: the plain-conv count

@@ -1,6 +1,7 @@
 """Discriminators: official layout (both weight-norm key styles), parameter counts, strict loads that
 really set weights, the period fold, feature maps, column independence, spectral norm, bad input."""
 import math
+from reference import rows, layout
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,12 +12,10 @@ from vits_nb.commons import remove_weight_norm
 _G, _V = 'parametrizations.weight.original0', 'parametrizations.weight.original1'
 
 
-def read_table(path):
-    rows = [l.split('\t') for l in path.read_text().splitlines() if l and not l.startswith('#')]
-    return [(k, s) for k, s, _ in rows]
 
 
-def layout(sd): return [(k, str(list(v.shape))) for k, v in sd.items()]
+
+
 
 
 def to_parametrizations(sd):
@@ -29,14 +28,14 @@ def mpd():
     return MultiPeriodDiscriminator()
 
 
-def test_layout_matches_official_in_order(mpd, fixtures):
-    official = read_table(fixtures / 'state_dict_D.tsv')
+def test_layout_matches_official_in_order(mpd):
+    official = rows('state_dict_D.tsv')
     assert len(official) == 111
     assert layout(mpd.state_dict()) == official
 
 
-def test_parametrizations_layout_matches_fixture(mpd, fixtures):
-    official = read_table(fixtures / 'state_dict_D_parametrizations_weight_norm.tsv')
+def test_parametrizations_layout_matches_fixture(mpd):
+    official = rows('state_dict_D_parametrizations_weight_norm.tsv')
     assert layout(to_parametrizations(mpd.state_dict())) == official
 
 

@@ -1,5 +1,6 @@
 """Spline transform, SDP flows and duration predictors: official layout, invertibility, log-determinants, training."""
 import math
+from reference import shapes, param_count
 import pytest
 import torch
 from torch.autograd.functional import jacobian
@@ -11,16 +12,10 @@ from vits_nb.duration import (piecewise_rational_quadratic_transform as rq, DDSC
 f64 = torch.float64
 
 
-def read_rows(fixtures, name, prefix):
-    rows = [l.split('\t') for l in (fixtures / name).read_text().splitlines() if l.startswith(prefix)]
-    return {k[len(prefix):]: [int(d) for d in s.strip('[]').split(',') if d.strip()] for k, s, _ in rows}
 
 
-def param_count(fixtures, model, sub):
-    for l in (fixtures / 'param_counts.tsv').read_text().splitlines():
-        f = l.split('\t')
-        if f[0] == model and f[1] == sub: return int(f[2]), int(f[3])
-    raise KeyError((model, sub))
+
+
 
 
 def mask_of(lengths, t):
@@ -35,10 +30,10 @@ def spline_params(n, K=10, scale=1.5):
 
 @pytest.mark.parametrize('tsv,model,gin', [('state_dict_ljs_base_G.tsv', 'ljs_base_G', 0),
                                            ('state_dict_vctk_base_G.tsv', 'vctk_base_G', 256)])
-def test_sdp_official_layout_and_param_count(fixtures, tsv, model, gin):
+def test_sdp_official_layout_and_param_count(tsv, model, gin):
     sdp = StochasticDurationPredictor(192, 192, 3, 0.5, 4, gin_channels=gin)
-    assert {k: list(v.shape) for k, v in sdp.state_dict().items()} == read_rows(fixtures, tsv, 'dp.')
-    n_all, n_plain = param_count(fixtures, model, 'dp')
+    assert {k: list(v.shape) for k, v in sdp.state_dict().items()} == shapes(tsv, 'dp.')
+    n_all, n_plain = param_count(model, 'dp')
     assert sum(p.numel() for p in sdp.parameters()) == n_all == n_plain   # no weight norm in the SDP
 
 

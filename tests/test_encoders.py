@@ -1,6 +1,7 @@
 """Text encoder and posterior encoder: official layout, relative-position index tricks against naive loops,
 attention against a loop oracle, masking, padding invariance, reparameterisation, conditioning."""
 import math
+from reference import rows, param_count, layout
 import pytest
 import torch
 
@@ -12,42 +13,34 @@ from vits_nb.text_encoder import (get_relative_embeddings, relative_position_to_
 from vits_nb.posterior_encoder import PosteriorEncoder
 
 
-def read_rows(fixtures, name, prefix):
-    "`[(key without prefix, shape)]` for the reference rows starting with `prefix`, in file order."
-    rows = [l.split('\t') for l in (fixtures / name).read_text().splitlines() if l.startswith(prefix)]
-    return [(k[len(prefix):], [int(d) for d in s.strip('[]').split(',') if d.strip()]) for k, s, _ in rows]
 
 
-def param_count(fixtures, model, sub):
-    for l in (fixtures / 'param_counts.tsv').read_text().splitlines():
-        f = l.split('\t')
-        if f[0] == model and f[1] == sub: return int(f[2]), int(f[3])
-    raise KeyError((model, sub))
 
 
-def layout(module):
-    return [(k, list(v.shape)) for k, v in module.state_dict().items()]
+
+
+
 
 
 # ---------------------------------------------------------------- official layout
 
 @pytest.mark.parametrize('tsv,model', [('state_dict_ljs_base_G.tsv', 'ljs_base_G'),
                                        ('state_dict_vctk_base_G.tsv', 'vctk_base_G')])
-def test_text_encoder_official_layout(fixtures, tsv, model):
+def test_text_encoder_official_layout(tsv, model):
     enc_p = TextEncoder(178, 192, 192, 768, 2, 6, 3, 0.1)
-    rows = read_rows(fixtures, tsv, 'enc_p.')
-    assert len(rows) > 100 and layout(enc_p) == rows
-    n_all, n_plain = param_count(fixtures, model, 'enc_p')
+    want = rows(tsv, 'enc_p.')
+    assert len(want) > 100 and layout(enc_p) == want
+    n_all, n_plain = param_count(model, 'enc_p')
     assert sum(p.numel() for p in enc_p.parameters()) == n_all == n_plain
 
 
 @pytest.mark.parametrize('tsv,model,gin', [('state_dict_ljs_base_G.tsv', 'ljs_base_G', 0),
                                            ('state_dict_vctk_base_G.tsv', 'vctk_base_G', 256)])
-def test_posterior_encoder_official_layout(fixtures, tsv, model, gin):
+def test_posterior_encoder_official_layout(tsv, model, gin):
     enc_q = PosteriorEncoder(513, 192, 192, 5, 1, 16, gin_channels=gin)
-    rows = read_rows(fixtures, tsv, 'enc_q.')
-    assert len(rows) > 90 and layout(enc_q) == rows
-    n_all, n_plain = param_count(fixtures, model, 'enc_q')
+    want = rows(tsv, 'enc_q.')
+    assert len(want) > 90 and layout(enc_q) == want
+    n_all, n_plain = param_count(model, 'enc_q')
     assert sum(p.numel() for p in enc_q.parameters()) == n_all
     n_g = sum(v.numel() for k, v in enc_q.state_dict().items() if k.endswith('weight_g'))
     assert n_all - n_g == n_plain

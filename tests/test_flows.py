@@ -1,5 +1,6 @@
 """The prior flow: official layout, invertibility, log-determinants against autograd, masking, conditioning."""
 import pytest
+from reference import shapes, param_count
 import torch
 from torch.autograd.functional import jacobian
 
@@ -7,17 +8,10 @@ from vits_nb.commons import sequence_mask
 from vits_nb.flows import Flip, ResidualCouplingLayer, ResidualCouplingBlock
 
 
-def read_rows(fixtures, name, prefix):
-    "`{key without prefix: shape}` for the reference rows starting with `prefix`."
-    rows = [l.split('\t') for l in (fixtures / name).read_text().splitlines() if l.startswith(prefix)]
-    return {k[len(prefix):]: [int(d) for d in s.strip('[]').split(',') if d.strip()] for k, s, _ in rows}
 
 
-def param_count(fixtures, model, sub):
-    for l in (fixtures / 'param_counts.tsv').read_text().splitlines():
-        f = l.split('\t')
-        if f[0] == model and f[1] == sub: return int(f[2]), int(f[3])
-    raise KeyError((model, sub))
+
+
 
 
 def randomise_post(layer, scale=0.3):
@@ -32,11 +26,11 @@ def mask_of(lengths, t):
 
 @pytest.mark.parametrize('tsv,model,gin', [('state_dict_ljs_base_G.tsv', 'ljs_base_G', 0),
                                            ('state_dict_vctk_base_G.tsv', 'vctk_base_G', 256)])
-def test_official_layout_and_param_count(fixtures, tsv, model, gin):
+def test_official_layout_and_param_count(tsv, model, gin):
     flow = ResidualCouplingBlock(192, 192, 5, 1, 4, gin_channels=gin)
     ours = {k: list(v.shape) for k, v in flow.state_dict().items()}
-    assert ours == read_rows(fixtures, tsv, 'flow.')
-    n_all, n_plain = param_count(fixtures, model, 'flow')
+    assert ours == shapes(tsv, 'flow.')
+    n_all, n_plain = param_count(model, 'flow')
     assert sum(p.numel() for p in flow.parameters()) == n_all
     n_g = sum(v.numel() for k, v in flow.state_dict().items() if k.endswith('weight_g'))
     assert n_all - n_g == n_plain

@@ -1,5 +1,6 @@
 """The full model: official state-dict layout, checkpoints in the official format, synthesis API."""
 import json
+from reference import rows, layout
 from pathlib import Path
 import numpy as np
 import pytest
@@ -12,9 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / 'tests' / 'fixtures'
 
 
-def _table(name):
-    rows = [l.split('\t') for l in (FIX / name).read_text().splitlines() if l.strip() and not l.startswith('#')]
-    return [(k, tuple(json.loads(s))) for k, s, _ in rows]
+
 
 
 def _plain_count(sd): return sum(v.numel() for k, v in sd.items() if not k.endswith('weight_g'))
@@ -29,8 +28,7 @@ def ljs(): return model_from_config(ROOT / 'configs' / 'ljs_base.json')
 def test_state_dict_is_official(cfg, table, count, ljs):
     net = ljs if cfg == 'ljs_base' else model_from_config(ROOT / 'configs' / f'{cfg}.json')
     sd = net.state_dict()
-    want = _table(table)
-    assert [(k, tuple(v.shape)) for k, v in sd.items()] == want      # same keys, shapes and order
+    assert layout(sd) == rows(table)      # same keys, shapes and order
     assert _plain_count(sd) == count
     assert all(v.dtype == torch.float32 for v in sd.values())
 
