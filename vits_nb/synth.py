@@ -100,3 +100,40 @@ class TTS:
         n = sum(v.numel() for k, v in self.model.state_dict().items() if not k.endswith('weight_g'))
         return {'parameters': n, 'n_speakers': self.n_speakers, 'sample_rate': self.sample_rate,
                 'sdp': bool(self.model.use_sdp), 'hop_length': self.model.hop_length}
+
+# %% ../nbs/12a_synth.ipynb #3960f2e6
+def _stream(self, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., seed=None, pause=0.25,
+            chunk_frames=None, overlap_frames=16):
+    "Yield float32 audio for `text` as it is ready: per sentence (per `chunk_frames` of it, if given), pauses between."
+    if not isinstance(text, str): raise TypeError(f'text must be a str, got {type(text).__name__}')
+    sentences = split_sentences(text)
+    if not sentences: raise ValueError('empty text: nothing to synthesize')
+    if chunk_frames is not None and int(chunk_frames) < 1: raise ValueError(f'chunk_frames must be at least 1, got {chunk_frames}')
+    self._sid(speaker, 1)                                    # speaker errors now, not at the first next()
+    gap = np.zeros(int(pause * self.sample_rate), dtype=np.float32)
+
+    def pieces():
+        from vits_nb.export import decode_chunks
+        state = None
+        for i, s in enumerate(sentences):
+            if i and len(gap): yield gap
+            ids = self.text_to_ids(s)
+            with torch.random.fork_rng(devices=[]), torch.no_grad():   # one private random stream across sentences
+                if state is not None: torch.set_rng_state(state)
+                elif seed is not None: torch.manual_seed(seed)
+                if chunk_frames is None: audio = self._infer_ids([ids], speaker, noise_scale, noise_scale_w, length_scale)[0]
+                else:
+                    sid = self._sid(speaker, 1)
+                    _, _, y_mask, (z, *_) = self.model.infer(ids[None].to(self.device), torch.tensor([len(ids)], device=self.device),
+                                                             sid=sid, noise_scale=noise_scale, noise_scale_w=noise_scale_w,
+                                                             length_scale=length_scale, max_len=1)   # z only: decode 1 frame
+                    g = self.model.speaker_embedding(sid)
+                state = torch.get_rng_state()
+            if chunk_frames is None: yield audio
+            else:
+                with torch.no_grad():
+                    for o in decode_chunks(self.model, z * y_mask, chunk_frames, overlap_frames, g=g):
+                        yield o[0, 0].float().cpu().numpy()
+    return pieces()
+
+TTS.stream = _stream
