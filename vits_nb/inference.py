@@ -6,7 +6,7 @@
 __all__ = ['synthesize_utterance', 'mel_of', 'f0_contour', 'frame_energy', 'read_audio', 'voice_convert', 'latest_checkpoint',
            'list_runs', 'wav_bytes', 'plot_utterance', 'SynthesisUI']
 
-# %% ../nbs/14_inference.ipynb #87ff3a4c
+# %% ../nbs/14_inference.ipynb #3546ba44
 import io, re
 from pathlib import Path
 import numpy as np
@@ -18,7 +18,7 @@ from .text import clean_text, get_text, id_to_symbol
 from .audio import mel_spectrogram_torch, spectrogram_torch, load_wav
 from .synth import TTS
 
-# %% ../nbs/14_inference.ipynb #8480914e
+# %% ../nbs/14_inference.ipynb #c9d28f74
 def _check_scales(noise_scale, noise_scale_w, length_scale):
     for name, v in (('noise_scale', noise_scale), ('noise_scale_w', noise_scale_w)):
         if not v >= 0: raise ValueError(f'{name} must be >= 0, got {v}')
@@ -53,7 +53,7 @@ def mel_of(tts, audio):
     return mel_spectrogram_torch(y, d.filter_length, d.n_mel_channels, d.sampling_rate, d.hop_length,
                                  d.win_length, d.mel_fmin, d.mel_fmax)[0].numpy()
 
-# %% ../nbs/14_inference.ipynb #a3e4306e
+# %% ../nbs/14_inference.ipynb #6f273863
 def f0_contour(audio, sr, hop_length=256, fmin=65., fmax=600.):
     "F0 in Hz per hop `[frames]` by probabilistic YIN; NaN where unvoiced."
     import librosa
@@ -68,7 +68,7 @@ def frame_energy(audio, hop_length=256):
     rms = np.sqrt((a[:n * hop_length].reshape(n, hop_length) ** 2).mean(1) + 1e-10)
     return 20 * np.log10(rms)
 
-# %% ../nbs/14_inference.ipynb #eecc436b
+# %% ../nbs/14_inference.ipynb #352a64f1
 def read_audio(source, sr):
     "Mono float32 `[T]` at `sr` from a path, WAV/FLAC bytes, or an array already at `sr`."
     if isinstance(source, (str, Path)): return load_wav(source, sr)[0].numpy()
@@ -96,7 +96,7 @@ def voice_convert(tts, audio, source_speaker, target_speaker, seed=None):
         o, y_mask, _ = tts.model.voice_conversion(spec, lengths, tts._sid(source_speaker, 1), tts._sid(target_speaker, 1))
     return o[0, 0, :int(y_mask.sum()) * tts.model.hop_length].float().cpu().numpy()
 
-# %% ../nbs/14_inference.ipynb #2a3694bd
+# %% ../nbs/14_inference.ipynb #5c36fd93
 def latest_checkpoint(run_dir):
     "The `G_<step>.pth` with the highest step in `run_dir`, or None."
     ckpts = [(int(m.group(1)), p) for p in Path(run_dir).glob('G_*.pth') if (m := re.fullmatch(r'G_(\d+)\.pth', p.name))]
@@ -112,7 +112,7 @@ def list_runs(runs_dir):
         if ckpt is not None and (d / 'config.json').is_file(): runs['.' if d == runs_dir else d.name] = ckpt
     return runs
 
-# %% ../nbs/14_inference.ipynb #c5b827d2
+# %% ../nbs/14_inference.ipynb #37ee0195
 def wav_bytes(audio, sr):
     "16-bit PCM WAV file bytes of float `audio` in [-1, 1]."
     buf = io.BytesIO()
@@ -134,7 +134,7 @@ def plot_utterance(result, mel, figsize=(8, 2.2), dpi=72):
 def _png(fig):
     buf = io.BytesIO(); fig.savefig(buf, format='png'); return buf.getvalue()
 
-# %% ../nbs/14_inference.ipynb #a1dc8229
+# %% ../nbs/14_inference.ipynb #99bf8f55
 class SynthesisUI:
     "Widget panel over a `TTS`: text, speaker, knobs, seed → audio, alignment/mel, phonemes; voice conversion; run picker."
     def __init__(self, tts=None, runs_dir=None, text='The birch canoe slid on the smooth planks.'):
