@@ -10,8 +10,9 @@ ROOT=$(pwd)
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 # System packages: espeak-ng (phonemizer backend), the offline teacher voices for the toy corpus
-# (festival + HTS/diphone voices, flite), sox for inspecting audio.
-APT_PKGS="espeak-ng festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k flite sox"
+# (festival + HTS/diphone voices, flite), sox for inspecting audio, chromium for the real-browser test
+# of the inference notebook (driven by Playwright for Python; no browser is ever downloaded).
+APT_PKGS="espeak-ng festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k flite sox chromium"
 
 log() { printf '\033[1m[vits_nb]\033[0m %s\n' "$*" >&2; }
 
