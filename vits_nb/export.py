@@ -6,7 +6,7 @@
 __all__ = ['INPUT_NAMES', 'relative_attention', 'register_symbolics', 'inference_copy', 'InferenceGraph', 'export_onnx',
            'check_parity', 'decode_chunks', 'decode_chunked']
 
-# %% ../nbs/14a_export.ipynb #8f77e212
+# %% ../nbs/14a_export.ipynb #1c150943
 import json, math, os, tempfile, types, warnings
 from pathlib import Path
 import numpy as np
@@ -18,7 +18,7 @@ import vits_nb
 from .commons import generate_path, remove_weight_norm
 from .models import model_from_config, tiny_config
 
-# %% ../nbs/14a_export.ipynb #c17b4588
+# %% ../nbs/14a_export.ipynb #8b63c961
 def relative_attention(self, query, key, value, mask=None):
     "Export form of `MultiHeadAttention.attention` (self-attention with window `w`): `gather`s instead of diagonals."
     if self.window_size is None or self.proximal_bias or self.block_length is not None:
@@ -39,7 +39,7 @@ def relative_attention(self, query, key, value, mask=None):
     output = p_attn @ value + alpha_rel @ self.emb_rel_v.unsqueeze(0)          # Σ_j α_ij (v_j + a^V_ij)
     return output.transpose(2, 3).reshape(b, d, t), p_attn
 
-# %% ../nbs/14a_export.ipynb #9cb1aab3
+# %% ../nbs/14a_export.ipynb #f1c415b6
 def _searchsorted_symbolic(g, sorted_sequence, values, out_int32, right, side, sorter):
     "ONNX for `searchsorted(seq [..., n], values [..., m])` → how many `seq` entries lie ≤ (right) or < each value."
     from torch.onnx import symbolic_helper as sh
@@ -54,7 +54,7 @@ def register_symbolics(opset=17):
     "Teach the TorchScript ONNX exporter `aten::searchsorted` (idempotent)."
     torch.onnx.register_custom_op_symbolic('aten::searchsorted', _searchsorted_symbolic, opset)
 
-# %% ../nbs/14a_export.ipynb #c5468a5c
+# %% ../nbs/14a_export.ipynb #2fd2832e
 def inference_copy(model, hps):
     "A fresh eval copy of `model` (built from `hps`) with weight norm folded and export attention bound."
     copy = model_from_config(hps)
@@ -85,7 +85,7 @@ class InferenceGraph(nn.Module):
         z = m.flow(z_p, y_mask, g=g, reverse=True)
         return m.dec(z * y_mask, g=g)
 
-# %% ../nbs/14a_export.ipynb #beb008b6
+# %% ../nbs/14a_export.ipynb #088efd61
 INPUT_NAMES = ['input', 'input_lengths', 'scales']
 
 def export_onnx(model, hps, path, opset=17, example_length=50):
@@ -117,7 +117,7 @@ def export_onnx(model, hps, path, opset=17, example_length=50):
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-# %% ../nbs/14a_export.ipynb #e9a15159
+# %% ../nbs/14a_export.ipynb #62963d54
 def check_parity(model, onnx_path, length=40, speaker=0, seed=0):
     "Max |onnx − torch| of `model.infer` and its ONNX export on `length` random ids with the noise scales at 0."
     from vits_nb.onnx_synth import OnnxTTS
@@ -131,7 +131,7 @@ def check_parity(model, onnx_path, length=40, speaker=0, seed=0):
     if out.shape != ref.shape: raise RuntimeError(f'ONNX output has {out.shape[0]} samples, PyTorch {ref.shape[0]}')
     return {'max_abs_diff': float(np.abs(out - ref).max()), 'samples': int(ref.shape[0]), 'rms': float(np.sqrt((ref ** 2).mean()))}
 
-# %% ../nbs/14a_export.ipynb #d0db295b
+# %% ../nbs/14a_export.ipynb #09300ed1
 def decode_chunks(model, z, chunk_frames, overlap_frames=16, g=None):
     "Yield the decoder output of `z [b, c, frames]` in pieces of `chunk_frames` frames (`[b, 1, chunk·hop]`), each decoded with `overlap_frames` of context per side."
     dec = getattr(model, 'dec', model)
