@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['OnnxTTS']
 
-# %% ../nbs/14b_onnx_synth.ipynb #fd916e91
+# %% ../nbs/14b_onnx_synth.ipynb #614f6dd3
 import json, re
 from pathlib import Path
 import numpy as np
 
-# %% ../nbs/14b_onnx_synth.ipynb #9c9dace5
+# %% ../nbs/14b_onnx_synth.ipynb #6047a913
 class OnnxTTS:
     "A VITS voice from an ONNX file written by `export_onnx`: `OnnxTTS(path).synthesize(text)` → `(audio float32, sample_rate)`."
     def __init__(self, path, threads=None, seed=None, optimize=True, spin=False):
@@ -58,7 +58,7 @@ class OnnxTTS:
 
     def stream(self, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., pause=0.25):
         "Yield float32 audio per sentence of `text`, with `pause` seconds of silence between sentences."
-        from vits_nb.synth import split_sentences
+        from vits_nb.text import split_sentences
         if not isinstance(text, str): raise TypeError(f'text must be a str, got {type(text).__name__}')
         sentences = split_sentences(text)
         if not sentences: raise ValueError('empty text: nothing to synthesize')

@@ -7,14 +7,13 @@ __all__ = ['symbols', 'symbol_to_id', 'id_to_symbol', 'PHONEMIZER_PUNCTUATION', 
            'convert_to_ascii', 'expand_abbreviations', 'number_to_words', 'ordinal_words', 'normalize_numbers',
            'phonemize_batch', 'basic_cleaners', 'english_cleaners', 'english_cleaners2', 'clean_texts', 'clean_text',
            'cleaned_text_to_sequence', 'text_to_sequence', 'sequence_to_text', 'intersperse', 'get_text',
-           'clean_filelist']
+           'clean_filelist', 'split_sentences']
 
-# %% ../nbs/01_text.ipynb #d5a5a0d7
+# %% ../nbs/01_text.ipynb #bca69c82
 import os, re, tempfile, unicodedata, warnings, functools, logging
 from pathlib import Path
-import torch
 
-# %% ../nbs/01_text.ipynb #d32b6b88
+# %% ../nbs/01_text.ipynb #b285cb6b
 _pad = '_'
 _punctuation = ';:,.!?¡¿—…"«»“” '
 _letters = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
@@ -25,7 +24,7 @@ symbols = [_pad] + list(_punctuation) + list(_letters) + list(_letters_ipa)
 symbol_to_id = {s: i for i, s in enumerate(symbols)}   # built in order: "'" -> 176, not 174
 id_to_symbol = {i: s for i, s in enumerate(symbols)}
 
-# %% ../nbs/01_text.ipynb #a4cb41d9
+# %% ../nbs/01_text.ipynb #c3ce61b9
 try:
     from unidecode import unidecode as _unidecode
 except ImportError:  # pragma: no cover - fallback when the optional dependency is missing
@@ -56,7 +55,7 @@ def expand_abbreviations(text):
     for regex, full in _abbreviations: text = regex.sub(full, text)
     return text
 
-# %% ../nbs/01_text.ipynb #e8f84b26
+# %% ../nbs/01_text.ipynb #a64ee874
 _ones = ('zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen '
          'fifteen sixteen seventeen eighteen nineteen').split()
 _tens = '_ _ twenty thirty forty fifty sixty seventy eighty ninety'.split()
@@ -103,7 +102,7 @@ def ordinal_words(n):
     else: new = last + 'th'
     return words[:m.start()] + new
 
-# %% ../nbs/01_text.ipynb #eba6a532
+# %% ../nbs/01_text.ipynb #55f158d5
 _comma_number_re = re.compile(r'([0-9][0-9,]+[0-9])')
 _decimal_number_re = re.compile(r'([0-9]+\.[0-9]+)')
 _pounds_re = re.compile(r'£([0-9,]*[0-9]+)')
@@ -136,7 +135,7 @@ def normalize_numbers(text):
     text = _ordinal_re.sub(lambda m: ordinal_words(m.group(0)[:-2]), text)
     return _number_re.sub(_expand_number, text)
 
-# %% ../nbs/01_text.ipynb #e67b9425
+# %% ../nbs/01_text.ipynb #b4e0d276
 PHONEMIZER_PUNCTUATION = ';:,.!?¡¿—…"«»“”'   # the official set; phonemizer 3.x adds (){}[] by default
 
 @functools.lru_cache(maxsize=None)
@@ -181,7 +180,7 @@ def phonemize_batch(texts, language='en-us', chunk_size=1000, progress=False):
     if progress: bar.close()
     return out
 
-# %% ../nbs/01_text.ipynb #bce74ced
+# %% ../nbs/01_text.ipynb #672c2ef2
 def basic_cleaners(text):
     "Lowercase and collapse whitespace (no transliteration)."
     return collapse_whitespace(lowercase(text))
@@ -222,7 +221,7 @@ def clean_text(text, cleaner_names=('english_cleaners2',)):
     "One text through the named cleaners, in order."
     return clean_texts([_check_text(text)], cleaner_names)[0]
 
-# %% ../nbs/01_text.ipynb #b35c21e0
+# %% ../nbs/01_text.ipynb #2c216c60
 def cleaned_text_to_sequence(cleaned_text, strict=False):
     "Ids of an already-cleaned string; unknown characters are dropped with one warning (or raise if `strict`)."
     _check_text(cleaned_text, 'cleaned_text')
@@ -240,12 +239,12 @@ def text_to_sequence(text, cleaner_names=('english_cleaners2',), strict=False):
 
 def sequence_to_text(sequence):
     "The string of a sequence of symbol ids (list or 1-d tensor)."
-    if isinstance(sequence, torch.Tensor): sequence = sequence.tolist()
+    if hasattr(sequence, 'tolist'): sequence = sequence.tolist()   # a tensor or array (no torch import needed here)
     bad = [i for i in sequence if not (isinstance(i, int) and 0 <= i < len(symbols))]
     if bad: raise ValueError(f'ids outside the symbol table [0, {len(symbols)}): {bad[:10]}')
     return ''.join(id_to_symbol[i] for i in sequence)
 
-# %% ../nbs/01_text.ipynb #8d246d8f
+# %% ../nbs/01_text.ipynb #ebe8bf62
 def intersperse(lst, item):
     "`item` between every element of `lst` and at both ends: `[item, x0, item, x1, ..., item]` (length 2n+1)."
     result = [item] * (len(lst) * 2 + 1)
@@ -256,9 +255,10 @@ def get_text(text, cleaned=False, add_blank=True, cleaner_names=('english_cleane
     "LongTensor of symbol ids for `text` (already cleaned if `cleaned`), with blanks (id 0) if `add_blank`."
     seq = cleaned_text_to_sequence(text, strict) if cleaned else text_to_sequence(text, cleaner_names, strict)
     if add_blank: seq = intersperse(seq, 0)
+    import torch   # imported here so the text frontend (and the ONNX runtime path) works without torch
     return torch.LongTensor(seq)
 
-# %% ../nbs/01_text.ipynb #b9ae1b86
+# %% ../nbs/01_text.ipynb #08aec450
 def _atomic_write_text(path, text):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
@@ -286,3 +286,16 @@ def clean_filelist(path, cleaner_names=('english_cleaners2',), text_index=-1, ou
     for n, c in zip(todo, cleaned): rows[n][text_index] = c
     _atomic_write_text(out, ''.join('|'.join(r) + '\n' for r in rows))
     return out
+
+# %% ../nbs/01_text.ipynb #fe0dd22e
+_ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'co', 'lt', 'col', 'gen', 'no', 'vs', 'etc', 'e.g', 'i.e', 'prof', 'ft', 'mt'}
+
+def split_sentences(text):
+    "Split `text` into sentences, keeping their final punctuation; abbreviations such as 'Dr.' do not end one."
+    parts, start = [], 0
+    for m in re.finditer(r'[.!?;]+["\')\]]*\s+', text):
+        word = re.findall(r"([\w.]+)[.!?;]+[\"')\]]*\s+$", text[start:m.end()])
+        if word and word[-1].lower().rstrip('.') in _ABBREV: continue
+        parts.append(text[start:m.end()].strip()); start = m.end()
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
