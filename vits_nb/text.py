@@ -9,11 +9,11 @@ __all__ = ['symbols', 'symbol_to_id', 'id_to_symbol', 'PHONEMIZER_PUNCTUATION', 
            'cleaned_text_to_sequence', 'text_to_sequence', 'sequence_to_text', 'intersperse', 'get_text',
            'clean_filelist', 'split_sentences']
 
-# %% ../nbs/01_text.ipynb #bca69c82
+# %% ../nbs/01_text.ipynb #e0e7ac17
 import os, re, tempfile, unicodedata, warnings, functools, logging
 from pathlib import Path
 
-# %% ../nbs/01_text.ipynb #b285cb6b
+# %% ../nbs/01_text.ipynb #81d576ba
 _pad = '_'
 _punctuation = ';:,.!?¡¿—…"«»“” '
 _letters = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
@@ -24,7 +24,7 @@ symbols = [_pad] + list(_punctuation) + list(_letters) + list(_letters_ipa)
 symbol_to_id = {s: i for i, s in enumerate(symbols)}   # built in order: "'" -> 176, not 174
 id_to_symbol = {i: s for i, s in enumerate(symbols)}
 
-# %% ../nbs/01_text.ipynb #c3ce61b9
+# %% ../nbs/01_text.ipynb #dfee7c35
 try:
     from unidecode import unidecode as _unidecode
 except ImportError:  # pragma: no cover - fallback when the optional dependency is missing
@@ -55,7 +55,7 @@ def expand_abbreviations(text):
     for regex, full in _abbreviations: text = regex.sub(full, text)
     return text
 
-# %% ../nbs/01_text.ipynb #a64ee874
+# %% ../nbs/01_text.ipynb #03e258c6
 _ones = ('zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen '
          'fifteen sixteen seventeen eighteen nineteen').split()
 _tens = '_ _ twenty thirty forty fifty sixty seventy eighty ninety'.split()
@@ -102,7 +102,7 @@ def ordinal_words(n):
     else: new = last + 'th'
     return words[:m.start()] + new
 
-# %% ../nbs/01_text.ipynb #55f158d5
+# %% ../nbs/01_text.ipynb #9e7c8ed5
 _comma_number_re = re.compile(r'([0-9][0-9,]+[0-9])')
 _decimal_number_re = re.compile(r'([0-9]+\.[0-9]+)')
 _pounds_re = re.compile(r'£([0-9,]*[0-9]+)')
@@ -135,7 +135,7 @@ def normalize_numbers(text):
     text = _ordinal_re.sub(lambda m: ordinal_words(m.group(0)[:-2]), text)
     return _number_re.sub(_expand_number, text)
 
-# %% ../nbs/01_text.ipynb #b4e0d276
+# %% ../nbs/01_text.ipynb #6beecb40
 PHONEMIZER_PUNCTUATION = ';:,.!?¡¿—…"«»“”'   # the official set; phonemizer 3.x adds (){}[] by default
 
 @functools.lru_cache(maxsize=None)
@@ -180,7 +180,7 @@ def phonemize_batch(texts, language='en-us', chunk_size=1000, progress=False):
     if progress: bar.close()
     return out
 
-# %% ../nbs/01_text.ipynb #672c2ef2
+# %% ../nbs/01_text.ipynb #f2d25b26
 def basic_cleaners(text):
     "Lowercase and collapse whitespace (no transliteration)."
     return collapse_whitespace(lowercase(text))
@@ -221,7 +221,7 @@ def clean_text(text, cleaner_names=('english_cleaners2',)):
     "One text through the named cleaners, in order."
     return clean_texts([_check_text(text)], cleaner_names)[0]
 
-# %% ../nbs/01_text.ipynb #2c216c60
+# %% ../nbs/01_text.ipynb #b70c7427
 def cleaned_text_to_sequence(cleaned_text, strict=False):
     "Ids of an already-cleaned string; unknown characters are dropped with one warning (or raise if `strict`)."
     _check_text(cleaned_text, 'cleaned_text')
@@ -244,7 +244,7 @@ def sequence_to_text(sequence):
     if bad: raise ValueError(f'ids outside the symbol table [0, {len(symbols)}): {bad[:10]}')
     return ''.join(id_to_symbol[i] for i in sequence)
 
-# %% ../nbs/01_text.ipynb #ebe8bf62
+# %% ../nbs/01_text.ipynb #8280cc7c
 def intersperse(lst, item):
     "`item` between every element of `lst` and at both ends: `[item, x0, item, x1, ..., item]` (length 2n+1)."
     result = [item] * (len(lst) * 2 + 1)
@@ -258,7 +258,7 @@ def get_text(text, cleaned=False, add_blank=True, cleaner_names=('english_cleane
     import torch   # imported here so the text frontend (and the ONNX runtime path) works without torch
     return torch.LongTensor(seq)
 
-# %% ../nbs/01_text.ipynb #08aec450
+# %% ../nbs/01_text.ipynb #d732a254
 def _atomic_write_text(path, text):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
@@ -287,7 +287,7 @@ def clean_filelist(path, cleaner_names=('english_cleaners2',), text_index=-1, ou
     _atomic_write_text(out, ''.join('|'.join(r) + '\n' for r in rows))
     return out
 
-# %% ../nbs/01_text.ipynb #fe0dd22e
+# %% ../nbs/01_text.ipynb #bdfc4b36
 _ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'co', 'lt', 'col', 'gen', 'no', 'vs', 'etc', 'e.g', 'i.e', 'prof', 'ft', 'mt'}
 
 def split_sentences(text):
