@@ -111,7 +111,10 @@ hps.data.training_files, hps.data.validation_files = sys.argv[1], sys.argv[2]
 hps.train.boundaries = [32, 1000]
 rank = int(os.environ['RANK'])
 seen = []
-s = train(hps, sys.argv[3], max_steps=2, progress=False, tensorboard=False, eval_interval=10**9,
+def nan_on_rank1(step, batch):
+    if rank == 1 and step == 1: batch[2][0, :, 3] = float('nan')   # only rank 1 sees a bad batch at step 2
+    return batch
+s = train(hps, sys.argv[3], max_steps=3, progress=False, tensorboard=False, eval_interval=10**9, on_batch=nan_on_rank1,
           callback=lambda i: seen.append([i['epoch'], i['indices']]) if i['event'] == 'step' else None)
 tr = s['trainer']
 def digest(m): return hashlib.sha256(b''.join(v.detach().numpy().tobytes() for v in m.state_dict().values())).hexdigest()
@@ -128,15 +131,15 @@ def test_ddp_two_gloo_processes(corpus, tmp_path):
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     r = [json.loads((tmp_path / f'rank{i}.json').read_text()) for i in (0, 1)]
-    assert r[0]['world'] == r[1]['world'] == 2 and r[0]['step'] == r[1]['step'] == 2
+    assert r[0]['world'] == r[1]['world'] == 2 and r[0]['step'] == r[1]['step'] == 3
     assert r[0]['g'] == r[1]['g'] and r[0]['d'] == r[1]['d']          # identical parameters on both ranks
-    assert r[0]['skipped'] == r[1]['skipped'] == 0
+    assert r[0]['skipped'] == r[1]['skipped'] == 1                     # rank 1's NaN: both ranks skipped step 2
     # 4 utterances, batch 2 per rank, 2 ranks: one step per epoch; each epoch the ranks share all 4, once each
-    for step in range(2):
+    for step in range(3):
         (e0, i0), (e1, i1) = r[0]['seen'][step], r[1]['seen'][step]
         assert e0 == e1 == step + 1
         assert sorted(i0 + i1) == [0, 1, 2, 3]
-    assert checkpoint_steps(tmp_path / 'run') == [2]                     # rank 0 saved once, at the end
+    assert checkpoint_steps(tmp_path / 'run') == [3]                     # rank 0 saved once, at the end
 
 
 KILL_DRIVER = r'''

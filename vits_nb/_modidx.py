@@ -425,6 +425,7 @@ d = { 'settings': { 'branch': 'main',
                                'vits_nb.train.setup_distributed': ('train.html#setup_distributed', 'vits_nb/train.py'),
                                'vits_nb.train.synthesize_heldout': ('train.html#synthesize_heldout', 'vits_nb/train.py'),
                                'vits_nb.train.train': ('train.html#train', 'vits_nb/train.py'),
+                               'vits_nb.train.train_from_args': ('train.html#train_from_args', 'vits_nb/train.py'),
                                'vits_nb.train.train_main': ('train.html#train_main', 'vits_nb/train.py'),
                                'vits_nb.train.train_parser': ('train.html#train_parser', 'vits_nb/train.py'),
                                'vits_nb.train.train_step': ('train.html#train_step', 'vits_nb/train.py')}}}

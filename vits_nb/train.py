@@ -6,9 +6,9 @@
 __all__ = ['DEFAULT_BOUNDARIES', 'as_hparams', 'resolve_path', 'dist_env', 'setup_distributed', 'amp_settings',
            'build_dataloaders', 'atomic_torch_save', 'checkpoint_steps', 'latest_checkpoint', 'prune_checkpoints',
            'Trainer', 'train_step', 'save', 'resume', 'init_from', 'heldout_metrics', 'train', 'train_parser',
-           'train_main', 'synthesize_heldout', 'main_job_train', 'LivePlot']
+           'train_from_args', 'train_main', 'synthesize_heldout', 'main_job_train', 'LivePlot']
 
-# %% ../nbs/13_train.ipynb #00898564
+# %% ../nbs/13_train.ipynb #1c2cc22a
 import argparse, json, math, os, re, sys, tempfile, time, warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,7 +26,7 @@ from .data import (load_config, HParams, TextAudioLoader, TextAudioSpeakerLoader
                           TextAudioSpeakerCollate, DistributedBucketSampler)
 from .models import model_from_config, read_checkpoint, load_state_dict_checked
 
-# %% ../nbs/13_train.ipynb #ec94a1fe
+# %% ../nbs/13_train.ipynb #e80554cd
 def as_hparams(config):
     "`HParams` from a config path, dict or `HParams`; returns `(hps, path or None)`."
     if isinstance(config, HParams): return config, None
@@ -42,7 +42,7 @@ def resolve_path(p, config_path=None):
         if (base / p).exists(): return base / p
     return p
 
-# %% ../nbs/13_train.ipynb #b241bd49
+# %% ../nbs/13_train.ipynb #0cb8f971
 def dist_env():
     "`(rank, world_size, local_rank)` from the variables `torchrun` sets; `(0, 1, 0)` without a launcher."
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
@@ -59,7 +59,7 @@ def setup_distributed(device=None):
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return rank, world, device
 
-# %% ../nbs/13_train.ipynb #63a2aca2
+# %% ../nbs/13_train.ipynb #f8842160
 def amp_settings(device, enabled=True):
     "`(autocast dtype or None, GradScaler)` for `device`: bf16 if supported, else fp16 with an active scaler; none on CPU."
     device = torch.device(device)
@@ -70,7 +70,7 @@ def amp_settings(device, enabled=True):
 def _autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
-# %% ../nbs/13_train.ipynb #5921a9cf
+# %% ../nbs/13_train.ipynb #1ac5ee7a
 DEFAULT_BOUNDARIES = [32, 300, 400, 500, 600, 700, 800, 900, 1000]   # frames; the official train.py's buckets
 
 class _Indexed(torch.utils.data.Dataset):
@@ -107,7 +107,7 @@ def build_dataloaders(hps, config_path=None, rank=0, world=1, num_workers=0):
                         persistent_workers=False)
     return loader, batches, train_ds, val_ds
 
-# %% ../nbs/13_train.ipynb #b3b41fa5
+# %% ../nbs/13_train.ipynb #d64d5319
 _CKPT_RE = re.compile(r'^G_(\d+)\.pth$')
 
 def atomic_torch_save(obj, path, _before_replace=None):
@@ -145,7 +145,7 @@ def prune_checkpoints(run_dir, keep):
         m = re.match(r'^[GD]_(\d+)\.pth$', p.name)
         if m and int(m.group(1)) not in keep_set and int(m.group(1)) < steps[-1]: p.unlink(missing_ok=True)
 
-# %% ../nbs/13_train.ipynb #f05b7de6
+# %% ../nbs/13_train.ipynb #51614f1d
 def _unwrap(m): return m.module if isinstance(m, DDP) else m
 
 def _grad_norm(params):
@@ -197,7 +197,7 @@ class Trainer:
     def to_device(self, batch):
         return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
-# %% ../nbs/13_train.ipynb #62288183
+# %% ../nbs/13_train.ipynb #0043db84
 def _generator_forward(self, batch):
     "Generator pass + sliced targets; raises `FloatingPointError` if MAS meets non-finite log-likelihoods."
     d = self.hps.data
@@ -273,7 +273,7 @@ def train_step(self, batch):
 
 Trainer.train_step = train_step
 
-# %% ../nbs/13_train.ipynb #16f61b49
+# %% ../nbs/13_train.ipynb #dadd04b3
 def save(self, run_dir, keep=None, _before_replace=None):
     "Write `D_<step>.pth` then `G_<step>.pth` (official format + resume state) atomically; prune to `keep` pairs."
     run_dir = Path(run_dir)
@@ -333,7 +333,7 @@ Trainer.save, Trainer.resume, Trainer.init_from = save, resume, init_from
 
 
 
-# %% ../nbs/13_train.ipynb #18a7f258
+# %% ../nbs/13_train.ipynb #c52c3096
 @torch.no_grad()
 def heldout_metrics(net_g, hps, batch, return_outputs=False):
     "Posterior/prior mel L1 and alignment sharpness/monotonicity/agreement on a collated batch (eval mode, no noise)."
@@ -368,7 +368,7 @@ def heldout_metrics(net_g, hps, batch, return_outputs=False):
     if return_outputs: return out, dict(attn=attn, mel_target=mel_t, mel_prior=mel(o_prior), audio_prior=o_prior, y_mask=y_mask, ll=ll)
     return out
 
-# %% ../nbs/13_train.ipynb #04bb9a97
+# %% ../nbs/13_train.ipynb #5896062b
 def _figure(images, titles, figsize=(8, 2.5)):
     "Render 2-D arrays side by side into an `[H, W, 3]` uint8 image (off-screen Agg canvas)."
     from matplotlib.figure import Figure
@@ -381,7 +381,7 @@ def _figure(images, titles, figsize=(8, 2.5)):
     fig.tight_layout(); fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
-# %% ../nbs/13_train.ipynb #1a077d95
+# %% ../nbs/13_train.ipynb #b64ed01b
 def _same_model(a, b):
     keys = ('sampling_rate', 'filter_length', 'hop_length', 'win_length', 'n_speakers', 'add_blank')
     return a.get('model') == b.get('model') and all(a['data'].get(k) == b['data'].get(k) for k in keys)
@@ -523,7 +523,7 @@ def train(config, run_dir, max_steps=None, max_minutes=None, device=None, *, ini
     if world > 1 and _created_group: dist.destroy_process_group()
     return summary
 
-# %% ../nbs/13_train.ipynb #3e24cf16
+# %% ../nbs/13_train.ipynb #8a418d70
 def train_parser(parser=None):
     "Arguments of `vits-nb train` (added to `parser` when given)."
     p = parser or argparse.ArgumentParser(prog='vits-nb train', description='Train VITS (resumes from the newest checkpoint in RUN_DIR).')
@@ -539,20 +539,23 @@ def train_parser(parser=None):
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     return p
 
-def train_main(argv=None):
-    "Entry point of `vits-nb train` and `python -m vits_nb.train`."
-    a = train_parser().parse_args(argv)
+def train_from_args(a):
+    "Run `train` from parsed `train_parser` arguments (for a CLI that adds `train_parser` to a subcommand)."
     s = train(a.config, a.run_dir, max_steps=a.max_steps, max_minutes=a.max_minutes, device=a.device,
               init_from=a.init_from, keep=a.keep, num_workers=a.num_workers, adversarial=not a.no_adversarial,
               progress=not a.no_progress)
     if dist_env()[0] == 0: print(f"stopped at step {s['step']} (epoch {s['epoch']}); checkpoint: {s['checkpoint']}")
     return 0
 
-# %% ../nbs/13_train.ipynb #1c00b922
+def train_main(argv=None):
+    "Entry point of `vits-nb train` and `python -m vits_nb.train`."
+    return train_from_args(train_parser().parse_args(argv))
+
+# %% ../nbs/13_train.ipynb #83093042
 #| eval: false
 if __name__ == '__main__': sys.exit(train_main())
 
-# %% ../nbs/13_train.ipynb #1b577bac
+# %% ../nbs/13_train.ipynb #e80cad17
 def _repo_root(): return Path(__file__).resolve().parent.parent
 
 @torch.no_grad()
@@ -620,7 +623,7 @@ def main_job_train(config=None, run_dir=None, max_minutes=15., max_steps=None, o
     print('   metrics:', ', '.join(f'{k} {v:.3f}' for k, v in res['metrics'].items() if isinstance(v, float)))
     return {**res, 'step': s['step'], 'run_dir': str(run_dir)}
 
-# %% ../nbs/13_train.ipynb #ecac8c20
+# %% ../nbs/13_train.ipynb #4957245c
 class LivePlot:
     "Notebook callback for `train`: loss curves every `every` steps, the latest validation sample at each evaluation."
     keys = ('loss_mel', 'loss_kl', 'loss_dur', 'loss_gen', 'loss_fm', 'loss_d')
