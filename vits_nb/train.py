@@ -8,7 +8,7 @@ __all__ = ['DEFAULT_BOUNDARIES', 'as_hparams', 'resolve_path', 'dist_env', 'setu
            'Trainer', 'train_step', 'save', 'resume', 'init_from', 'heldout_metrics', 'train', 'train_parser',
            'train_from_args', 'train_main', 'synthesize_heldout', 'main_job_train', 'LivePlot']
 
-# %% ../nbs/13_train.ipynb #1c2cc22a
+# %% ../nbs/13_train.ipynb #d34e287c
 import argparse, json, math, os, re, sys, tempfile, time, warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,7 +26,7 @@ from .data import (load_config, HParams, TextAudioLoader, TextAudioSpeakerLoader
                           TextAudioSpeakerCollate, DistributedBucketSampler)
 from .models import model_from_config, read_checkpoint, load_state_dict_checked
 
-# %% ../nbs/13_train.ipynb #e80554cd
+# %% ../nbs/13_train.ipynb #514db576
 def as_hparams(config):
     "`HParams` from a config path, dict or `HParams`; returns `(hps, path or None)`."
     if isinstance(config, HParams): return config, None
@@ -42,7 +42,7 @@ def resolve_path(p, config_path=None):
         if (base / p).exists(): return base / p
     return p
 
-# %% ../nbs/13_train.ipynb #0cb8f971
+# %% ../nbs/13_train.ipynb #1114228e
 def dist_env():
     "`(rank, world_size, local_rank)` from the variables `torchrun` sets; `(0, 1, 0)` without a launcher."
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
@@ -59,7 +59,7 @@ def setup_distributed(device=None):
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return rank, world, device
 
-# %% ../nbs/13_train.ipynb #f8842160
+# %% ../nbs/13_train.ipynb #309463a9
 def amp_settings(device, enabled=True):
     "`(autocast dtype or None, GradScaler)` for `device`: bf16 if supported, else fp16 with an active scaler; none on CPU."
     device = torch.device(device)
@@ -70,7 +70,7 @@ def amp_settings(device, enabled=True):
 def _autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
-# %% ../nbs/13_train.ipynb #1ac5ee7a
+# %% ../nbs/13_train.ipynb #0530e880
 DEFAULT_BOUNDARIES = [32, 300, 400, 500, 600, 700, 800, 900, 1000]   # frames; the official train.py's buckets
 
 class _Indexed(torch.utils.data.Dataset):
@@ -107,7 +107,7 @@ def build_dataloaders(hps, config_path=None, rank=0, world=1, num_workers=0):
                         persistent_workers=False)
     return loader, batches, train_ds, val_ds
 
-# %% ../nbs/13_train.ipynb #d64d5319
+# %% ../nbs/13_train.ipynb #dda72e86
 _CKPT_RE = re.compile(r'^G_(\d+)\.pth$')
 
 def atomic_torch_save(obj, path, _before_replace=None):
@@ -145,7 +145,7 @@ def prune_checkpoints(run_dir, keep):
         m = re.match(r'^[GD]_(\d+)\.pth$', p.name)
         if m and int(m.group(1)) not in keep_set and int(m.group(1)) < steps[-1]: p.unlink(missing_ok=True)
 
-# %% ../nbs/13_train.ipynb #51614f1d
+# %% ../nbs/13_train.ipynb #8a0f01eb
 def _unwrap(m): return m.module if isinstance(m, DDP) else m
 
 def _grad_norm(params):
@@ -197,7 +197,7 @@ class Trainer:
     def to_device(self, batch):
         return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
-# %% ../nbs/13_train.ipynb #0043db84
+# %% ../nbs/13_train.ipynb #905f8452
 def _generator_forward(self, batch):
     "Generator pass + sliced targets; raises `FloatingPointError` if MAS meets non-finite log-likelihoods."
     d = self.hps.data
@@ -273,7 +273,7 @@ def train_step(self, batch):
 
 Trainer.train_step = train_step
 
-# %% ../nbs/13_train.ipynb #dadd04b3
+# %% ../nbs/13_train.ipynb #e83c5249
 def save(self, run_dir, keep=None, _before_replace=None):
     "Write `D_<step>.pth` then `G_<step>.pth` (official format + resume state) atomically; prune to `keep` pairs."
     run_dir = Path(run_dir)
@@ -333,7 +333,7 @@ Trainer.save, Trainer.resume, Trainer.init_from = save, resume, init_from
 
 
 
-# %% ../nbs/13_train.ipynb #c52c3096
+# %% ../nbs/13_train.ipynb #132fba14
 @torch.no_grad()
 def heldout_metrics(net_g, hps, batch, return_outputs=False):
     "Posterior/prior mel L1 and alignment sharpness/monotonicity/agreement on a collated batch (eval mode, no noise)."
@@ -368,7 +368,7 @@ def heldout_metrics(net_g, hps, batch, return_outputs=False):
     if return_outputs: return out, dict(attn=attn, mel_target=mel_t, mel_prior=mel(o_prior), audio_prior=o_prior, y_mask=y_mask, ll=ll)
     return out
 
-# %% ../nbs/13_train.ipynb #5896062b
+# %% ../nbs/13_train.ipynb #89be0717
 def _figure(images, titles, figsize=(8, 2.5)):
     "Render 2-D arrays side by side into an `[H, W, 3]` uint8 image (off-screen Agg canvas)."
     from matplotlib.figure import Figure
@@ -381,7 +381,7 @@ def _figure(images, titles, figsize=(8, 2.5)):
     fig.tight_layout(); fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
-# %% ../nbs/13_train.ipynb #b64ed01b
+# %% ../nbs/13_train.ipynb #e1ace1e9
 def _same_model(a, b):
     keys = ('sampling_rate', 'filter_length', 'hop_length', 'win_length', 'n_speakers', 'add_blank')
     return a.get('model') == b.get('model') and all(a['data'].get(k) == b['data'].get(k) for k in keys)
@@ -523,7 +523,7 @@ def train(config, run_dir, max_steps=None, max_minutes=None, device=None, *, ini
     if world > 1 and _created_group: dist.destroy_process_group()
     return summary
 
-# %% ../nbs/13_train.ipynb #8a418d70
+# %% ../nbs/13_train.ipynb #391a8b32
 def train_parser(parser=None):
     "Arguments of `vits-nb train` (added to `parser` when given)."
     p = parser or argparse.ArgumentParser(prog='vits-nb train', description='Train VITS (resumes from the newest checkpoint in RUN_DIR).')
@@ -551,11 +551,11 @@ def train_main(argv=None):
     "Entry point of `vits-nb train` and `python -m vits_nb.train`."
     return train_from_args(train_parser().parse_args(argv))
 
-# %% ../nbs/13_train.ipynb #83093042
+# %% ../nbs/13_train.ipynb #338ff016
 #| eval: false
 if __name__ == '__main__': sys.exit(train_main())
 
-# %% ../nbs/13_train.ipynb #e80cad17
+# %% ../nbs/13_train.ipynb #5a98fe26
 def _repo_root(): return Path(__file__).resolve().parent.parent
 
 @torch.no_grad()
@@ -623,7 +623,7 @@ def main_job_train(config=None, run_dir=None, max_minutes=15., max_steps=None, o
     print('   metrics:', ', '.join(f'{k} {v:.3f}' for k, v in res['metrics'].items() if isinstance(v, float)))
     return {**res, 'step': s['step'], 'run_dir': str(run_dir)}
 
-# %% ../nbs/13_train.ipynb #4957245c
+# %% ../nbs/13_train.ipynb #2f1ad56e
 class LivePlot:
     "Notebook callback for `train`: loss curves every `every` steps, the latest validation sample at each evaluation."
     keys = ('loss_mel', 'loss_kl', 'loss_dur', 'loss_gen', 'loss_fm', 'loss_d')
