@@ -15,7 +15,7 @@ needs_teachers = pytest.mark.skipif(not HAVE_TEACHERS, reason='festival/flite no
 @needs_teachers
 def test_main_job_end_to_end(tmp_path, capsys):
     out = tmp_path / 'toy'
-    assert main(['main', '--n', '4', '--out', str(out), '--multispeaker', '--no-progress']) == 0
+    assert main(['main', '--n', '4', '--out', str(out), '--multispeaker', '--no-progress', '--train-minutes', '0']) == 0
     text = capsys.readouterr().out
     single = json.loads((out / 'stats.json').read_text())
     multi = json.loads((tmp_path / 'toy_multi' / 'stats.json').read_text())   # default: <out>_multi
@@ -35,7 +35,7 @@ def test_main_job_end_to_end(tmp_path, capsys):
     for f in ('metadata.csv', 'stats.json', 'toy_audio_text_train_filelist.txt', 'toy_audio_sid_text_val_filelist.txt'):
         assert f in text, f
     # a re-run reuses every wav
-    assert main(['main', '--n', '4', '--out', str(out), '--no-progress']) == 0
+    assert main(['main', '--n', '4', '--out', str(out), '--no-progress', '--train-minutes', '0']) == 0
     cap = capsys.readouterr()
     assert 'generated    0 new, 4 reused' in cap.out and 'warning' not in cap.err
     # a .cleaned row that is not what the cleaner makes of its sentence is reported, not passed over
@@ -44,17 +44,17 @@ def test_main_job_end_to_end(tmp_path, capsys):
         rows = p.read_text(encoding='utf-8').splitlines()
         rows[-1] = rows[-1].split('|')[0] + '|ʃɪftᵻd ɹˈoʊ.'
         p.write_text('\n'.join(rows) + '\n', encoding='utf-8')
-        assert main(['main', '--n', '4', '--out', str(out), '--no-progress']) == 0
+        assert main(['main', '--n', '4', '--out', str(out), '--no-progress', '--train-minutes', '0']) == 0
         err = capsys.readouterr().err
         last = Path(train[-1][0]).stem
         assert f'disagrees with english_cleaners2 on {last}' in err and 'ʃɪftᵻd ɹˈoʊ.' in err
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):
-    assert main(['main', '--n', '1', '--out', str(tmp_path / 't')]) == 1
+    assert main(['main', '--n', '1', '--out', str(tmp_path / 't'), '--train-minutes', '0']) == 1
     err = capsys.readouterr().err
     assert err.startswith('vits-nb main: error: n must be at least 2') and 'Traceback' not in err
-    assert main(['main', '--sentences', str(tmp_path / 'missing.txt'), '--out', str(tmp_path / 't')]) == 1
+    assert main(['main', '--sentences', str(tmp_path / 'missing.txt'), '--out', str(tmp_path / 't'), '--train-minutes', '0']) == 1
     assert 'toy corpus sentences not found' in capsys.readouterr().err
     assert not (tmp_path / 't').exists()
 
@@ -68,7 +68,7 @@ def test_bad_command_lines_exit_2(argv, capsys):
 def test_parser_and_console_script(capsys):
     args = build_parser().parse_args(['main'])
     assert (args.n, args.out, args.multispeaker, args.voice, args.jobs) == (None, None, False, 'slt_hts', None)
-    assert {'main', 'synth', 'info'} <= set(COMMANDS)
+    assert {'main', 'train', 'synth', 'info', 'export-onnx'} <= set(COMMANDS)
     with pytest.raises(SystemExit) as e: main(['--version'])
     assert e.value.code == 0 and capsys.readouterr().out.startswith('vits-nb 0.')
     # settings.ini wires `vits-nb` to this very function
@@ -76,3 +76,27 @@ def test_parser_and_console_script(capsys):
     name, target = cfg['DEFAULT']['console_scripts'].split('=', 1)
     mod, fn = target.split(':')
     assert name.strip() == 'vits-nb' and getattr(importlib.import_module(mod), fn) is main
+
+
+def test_main_job_trains_resumes_and_speaks_heldout_sentences(tmp_path, capsys):
+    "The main job's training path end to end at tiny scale: corpus → 2 steps → held-out WAVs + PNG; a re-run resumes."
+    import json
+    import soundfile as sf
+    from vits_nb.models import tiny_config
+    if not shutil.which('text2wave'): pytest.skip('festival (text2wave) is not installed')
+    cfg = tiny_config().to_dict()
+    cfg['train'].update(batch_size=2, log_interval=1, eval_interval=1000)
+    (tmp_path / 'tiny.json').write_text(json.dumps(cfg))
+    argv = ['main', '--n', '4', '--out', str(tmp_path / 'toy'), '--no-progress', '--config', str(tmp_path / 'tiny.json'),
+            '--run-dir', str(tmp_path / 'run'), '--train-steps', '2']
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert 'Listen:' in out and 'heldout_1.wav' in out
+    run = tmp_path / 'run'
+    assert (run / 'G_2.pth').exists() and (run / 'D_2.pth').exists() and (run / 'samples' / 'heldout.png').exists()
+    wav, sr = sf.read(run / 'samples' / 'heldout_1.wav')
+    assert sr == 22050 and len(wav) > 0
+    used = json.loads((run / 'config.json').read_text())['data']['training_files']
+    assert used == str(tmp_path / 'toy' / 'toy_audio_text_train_filelist.txt.cleaned')   # the corpus just built
+    assert main(argv[:-1] + ['3']) == 0                                                      # resumes: one more step
+    assert (run / 'G_3.pth').exists()
