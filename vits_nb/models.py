@@ -7,7 +7,7 @@ __all__ = ['SynthesizerTrn', 'model_from_config', 'tiny_config', 'save_checkpoin
            'config_signature', 'matching_configs', 'CheckpointMismatchError', 'load_state_dict_checked',
            'load_checkpoint']
 
-# %% ../nbs/12_model.ipynb #e157fc7b
+# %% ../nbs/12_model.ipynb #b1cc31bb
 import json, os, re, tempfile, warnings
 import vits_nb
 from pathlib import Path
@@ -21,10 +21,10 @@ from .mas import maximum_path
 from .duration import StochasticDurationPredictor, DurationPredictor
 from .decoder import Generator
 
-# %% ../nbs/12_model.ipynb #71d2b810
+# %% ../nbs/12_model.ipynb #da814319
 from .mas import log_likelihood_matrix as alignment_log_likelihood
 
-# %% ../nbs/12_model.ipynb #ef7899a9
+# %% ../nbs/12_model.ipynb #6bfb9b20
 class SynthesizerTrn(nn.Module):
     "VITS generator for training and inference (official constructor arguments and `state_dict` layout)."
     def __init__(self, n_vocab, spec_channels, segment_size, inter_channels, hidden_channels, filter_channels,
@@ -58,7 +58,7 @@ class SynthesizerTrn(nn.Module):
             raise ValueError(f'speaker id {sid.tolist()} out of range: the model has speakers 0..{self.n_speakers - 1}')
         return self.emb_g(sid).unsqueeze(-1)
 
-# %% ../nbs/12_model.ipynb #5fde5f30
+# %% ../nbs/12_model.ipynb #0f0d055c
 @torch.no_grad()
 def _search_alignment(z_p, m_p, logs_p, x_mask, y_mask):
     "MAS on the prior likelihood of `z_p`: returns `attn [b, 1, t_y, t_x]` (no gradient)."
@@ -91,7 +91,7 @@ def _forward(self, x, x_lengths, y, y_lengths, sid=None):
 
 SynthesizerTrn.forward = _forward
 
-# %% ../nbs/12_model.ipynb #d9655dca
+# %% ../nbs/12_model.ipynb #01ce7a8f
 def _infer(self, x, x_lengths, sid=None, noise_scale=.667, length_scale=1., noise_scale_w=.8, max_len=None, w=None):
     "Text ids `[b, t_x]` → audio `[b, 1, t]`, attn, y_mask, (z, z_p, m_p, logs_p). `w` overrides the predicted durations."
     x, m_p, logs_p, x_mask = self.enc_p(x, x_lengths)
@@ -123,9 +123,9 @@ def _voice_conversion(self, y, y_lengths, sid_src, sid_tgt):
 
 SynthesizerTrn.infer, SynthesizerTrn.voice_conversion = _infer, _voice_conversion
 
-# %% ../nbs/12_model.ipynb #ae8ee306
+# %% ../nbs/12_model.ipynb #ef1dc586
 from .text import symbols
-from .data import load_config, HParams
+from .data import load_config, HParams, atomic_torch_save
 
 def model_from_config(hps):
     "Build `SynthesizerTrn` from a config (path, dict or `HParams`)."
@@ -134,7 +134,7 @@ def model_from_config(hps):
     return SynthesizerTrn(len(symbols), hps.data.filter_length // 2 + 1, hps.train.segment_size // hps.data.hop_length,
                           n_speakers=hps.data.n_speakers, **dict(hps.model.items()))
 
-# %% ../nbs/12_model.ipynb #3ca20f1a
+# %% ../nbs/12_model.ipynb #15abed49
 def tiny_config(n_speakers=0, use_sdp=True):
     "A few-thousand-parameter config with the official structure, for tests and lessons."
     return HParams(**{
@@ -151,23 +151,14 @@ def tiny_config(n_speakers=0, use_sdp=True):
                   'n_layers_q': 3, 'use_spectral_norm': False, 'use_sdp': use_sdp,
                   'gin_channels': 8 if n_speakers else 0}})
 
-# %% ../nbs/12_model.ipynb #a8b3f202
+# %% ../nbs/12_model.ipynb #86fb3fe8
 def save_checkpoint(model, optimizer, learning_rate, iteration, path):
     "Write an official-format checkpoint atomically."
     model = getattr(model, 'module', model)
     state = {'model': model.state_dict(), 'iteration': int(iteration),
              'optimizer': optimizer.state_dict() if optimizer is not None else None,
              'learning_rate': float(learning_rate)}
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(state, f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-    return path
+    return atomic_torch_save(state, path)
 
 def read_checkpoint(path):
     "Load a checkpoint file safely; returns `(state_dict, meta)` with DDP `module.` prefixes removed."
@@ -181,7 +172,7 @@ def read_checkpoint(path):
     if sd and all(k.startswith('module.') for k in sd): sd = {k[len('module.'):]: v for k, v in sd.items()}
     return sd, meta
 
-# %% ../nbs/12_model.ipynb #2bc1ef58
+# %% ../nbs/12_model.ipynb #66fb978c
 def describe_state_dict(sd):
     "Hyperparameters of a generator state dict, read from its tensor shapes."
     d = {}
