@@ -58,7 +58,7 @@ case "$cmd" in
   test)
     setup
     # two pytest workers on a 2-core machine, one torch thread each (no oversubscription)
-    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
     export MPLBACKEND=Agg PYTHONHASHSEED=0
     exec "$PY" -m pytest tests -n "${VITS_NB_TEST_WORKERS:-2}" -p no:cacheprovider "$@" ;;
   *) log "usage: bash scripts/dev.sh [setup|main|test]"; exit 2 ;;

@@ -5,6 +5,12 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # one torch thread per pytest worker: the workers already fill the cores, and oversubscribed
+    # intra-op threads make small-tensor notebooks tens of times slower
+    import torch
+    torch.set_num_threads(1)
 FIXTURES = ROOT / 'tests' / 'fixtures'
 
 
