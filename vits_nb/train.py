@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_BOUNDARIES', 'as_hparams', 'resolve_path', 'dist_env', 'setup_distributed', 'amp_settings',
-           'build_dataloaders', 'atomic_torch_save', 'checkpoint_steps', 'latest_checkpoint', 'prune_checkpoints',
-           'Trainer', 'train_step', 'save', 'resume', 'init_from', 'heldout_metrics', 'train', 'train_parser',
-           'train_from_args', 'train_main', 'synthesize_heldout', 'main_job_train', 'LivePlot']
+           'build_dataloaders', 'checkpoint_steps', 'latest_checkpoint', 'prune_checkpoints', 'Trainer', 'train_step',
+           'save', 'resume', 'init_from', 'heldout_metrics', 'train', 'train_parser', 'train_from_args', 'train_main',
+           'synthesize_heldout', 'main_job_train', 'LivePlot']
 
-# %% ../nbs/13_train.ipynb #d34e287c
+# %% ../nbs/13_train.ipynb #75e545be
 import argparse, json, math, os, re, sys, tempfile, time, warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,11 +22,11 @@ from .audio import spec_to_mel_torch, mel_spectrogram_torch
 from .losses import mel_loss, kl_loss, discriminator_loss, generator_loss, feature_loss
 from .discriminators import MultiPeriodDiscriminator
 from .mas import log_likelihood_matrix, maximum_path
-from .data import (load_config, HParams, TextAudioLoader, TextAudioSpeakerLoader, TextAudioCollate,
+from .data import (load_config, HParams, atomic_torch_save, TextAudioLoader, TextAudioSpeakerLoader, TextAudioCollate,
                           TextAudioSpeakerCollate, DistributedBucketSampler)
 from .models import model_from_config, read_checkpoint, load_state_dict_checked
 
-# %% ../nbs/13_train.ipynb #514db576
+# %% ../nbs/13_train.ipynb #2c42246c
 def as_hparams(config):
     "`HParams` from a config path, dict or `HParams`; returns `(hps, path or None)`."
     if isinstance(config, HParams): return config, None
@@ -42,7 +42,7 @@ def resolve_path(p, config_path=None):
         if (base / p).exists(): return base / p
     return p
 
-# %% ../nbs/13_train.ipynb #1114228e
+# %% ../nbs/13_train.ipynb #28f7e70a
 def dist_env():
     "`(rank, world_size, local_rank)` from the variables `torchrun` sets; `(0, 1, 0)` without a launcher."
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
@@ -59,7 +59,7 @@ def setup_distributed(device=None):
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return rank, world, device
 
-# %% ../nbs/13_train.ipynb #309463a9
+# %% ../nbs/13_train.ipynb #11f89c04
 def amp_settings(device, enabled=True):
     "`(autocast dtype or None, GradScaler)` for `device`: bf16 if supported, else fp16 with an active scaler; none on CPU."
     device = torch.device(device)
@@ -70,7 +70,7 @@ def amp_settings(device, enabled=True):
 def _autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
-# %% ../nbs/13_train.ipynb #0530e880
+# %% ../nbs/13_train.ipynb #6ac819a2
 DEFAULT_BOUNDARIES = [32, 300, 400, 500, 600, 700, 800, 900, 1000]   # frames; the official train.py's buckets
 
 class _Indexed(torch.utils.data.Dataset):
@@ -107,22 +107,10 @@ def build_dataloaders(hps, config_path=None, rank=0, world=1, num_workers=0):
                         persistent_workers=False)
     return loader, batches, train_ds, val_ds
 
-# %% ../nbs/13_train.ipynb #dda72e86
+# %% ../nbs/13_train.ipynb #ed60bbe7
 _CKPT_RE = re.compile(r'^G_(\d+)\.pth$')
 
-def atomic_torch_save(obj, path, _before_replace=None):
-    "`torch.save` to a temporary file beside `path`, fsync, then rename over `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
-        if _before_replace is not None: _before_replace(path)       # test hook: a kill lands here
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-    return path
+# checkpoints are written with `vits_nb.data.atomic_torch_save`: temporary file, fsync, rename
 
 def checkpoint_steps(run_dir):
     "Steps with both `G_<step>.pth` and `D_<step>.pth` in `run_dir`, oldest first."
@@ -145,7 +133,7 @@ def prune_checkpoints(run_dir, keep):
         m = re.match(r'^[GD]_(\d+)\.pth$', p.name)
         if m and int(m.group(1)) not in keep_set and int(m.group(1)) < steps[-1]: p.unlink(missing_ok=True)
 
-# %% ../nbs/13_train.ipynb #8a0f01eb
+# %% ../nbs/13_train.ipynb #c465f319
 def _unwrap(m): return m.module if isinstance(m, DDP) else m
 
 def _grad_norm(params):
@@ -197,7 +185,7 @@ class Trainer:
     def to_device(self, batch):
         return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
-# %% ../nbs/13_train.ipynb #905f8452
+# %% ../nbs/13_train.ipynb #cd4de29e
 def _generator_forward(self, batch):
     "Generator pass + sliced targets; raises `FloatingPointError` if MAS meets non-finite log-likelihoods."
     d = self.hps.data
@@ -273,7 +261,7 @@ def train_step(self, batch):
 
 Trainer.train_step = train_step
 
-# %% ../nbs/13_train.ipynb #e83c5249
+# %% ../nbs/13_train.ipynb #c0b8151f
 def save(self, run_dir, keep=None, _before_replace=None):
     "Write `D_<step>.pth` then `G_<step>.pth` (official format + resume state) atomically; prune to `keep` pairs."
     run_dir = Path(run_dir)
@@ -333,7 +321,7 @@ Trainer.save, Trainer.resume, Trainer.init_from = save, resume, init_from
 
 
 
-# %% ../nbs/13_train.ipynb #132fba14
+# %% ../nbs/13_train.ipynb #ddf22ac1
 @torch.no_grad()
 def heldout_metrics(net_g, hps, batch, return_outputs=False):
     "Posterior/prior mel L1 and alignment sharpness/monotonicity/agreement on a collated batch (eval mode, no noise)."
@@ -368,7 +356,7 @@ def heldout_metrics(net_g, hps, batch, return_outputs=False):
     if return_outputs: return out, dict(attn=attn, mel_target=mel_t, mel_prior=mel(o_prior), audio_prior=o_prior, y_mask=y_mask, ll=ll)
     return out
 
-# %% ../nbs/13_train.ipynb #89be0717
+# %% ../nbs/13_train.ipynb #80a52137
 def _figure(images, titles, figsize=(8, 2.5)):
     "Render 2-D arrays side by side into an `[H, W, 3]` uint8 image (off-screen Agg canvas)."
     from matplotlib.figure import Figure
@@ -381,7 +369,7 @@ def _figure(images, titles, figsize=(8, 2.5)):
     fig.tight_layout(); fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
-# %% ../nbs/13_train.ipynb #e1ace1e9
+# %% ../nbs/13_train.ipynb #c240ed10
 def _same_model(a, b):
     keys = ('sampling_rate', 'filter_length', 'hop_length', 'win_length', 'n_speakers', 'add_blank')
     return a.get('model') == b.get('model') and all(a['data'].get(k) == b['data'].get(k) for k in keys)
@@ -523,7 +511,7 @@ def train(config, run_dir, max_steps=None, max_minutes=None, device=None, *, ini
     if world > 1 and _created_group: dist.destroy_process_group()
     return summary
 
-# %% ../nbs/13_train.ipynb #391a8b32
+# %% ../nbs/13_train.ipynb #193f8086
 def train_parser(parser=None):
     "Arguments of `vits-nb train` (added to `parser` when given)."
     p = parser or argparse.ArgumentParser(prog='vits-nb train', description='Train VITS (resumes from the newest checkpoint in RUN_DIR).')
@@ -551,11 +539,11 @@ def train_main(argv=None):
     "Entry point of `vits-nb train` and `python -m vits_nb.train`."
     return train_from_args(train_parser().parse_args(argv))
 
-# %% ../nbs/13_train.ipynb #338ff016
+# %% ../nbs/13_train.ipynb #f77bb672
 #| eval: false
 if __name__ == '__main__': sys.exit(train_main())
 
-# %% ../nbs/13_train.ipynb #5a98fe26
+# %% ../nbs/13_train.ipynb #48bfe2f1
 def _repo_root(): return Path(__file__).resolve().parent.parent
 
 @torch.no_grad()
@@ -623,7 +611,7 @@ def main_job_train(config=None, run_dir=None, max_minutes=15., max_steps=None, o
     print('   metrics:', ', '.join(f'{k} {v:.3f}' for k, v in res['metrics'].items() if isinstance(v, float)))
     return {**res, 'step': s['step'], 'run_dir': str(run_dir)}
 
-# %% ../nbs/13_train.ipynb #2f1ad56e
+# %% ../nbs/13_train.ipynb #51dfb6a0
 class LivePlot:
     "Notebook callback for `train`: loss curves every `every` steps, the latest validation sample at each evaluation."
     keys = ('loss_mel', 'loss_kl', 'loss_dur', 'loss_gen', 'loss_fm', 'loss_d')
