@@ -6,14 +6,14 @@
 __all__ = ['COMMANDS', 'report', 'add_main', 'cmd_main', 'add_synth', 'pcm_bytes', 'cmd_synth', 'add_export_onnx',
            'cmd_export_onnx', 'add_info', 'cmd_info', 'add_train', 'cmd_train', 'build_parser', 'main']
 
-# %% ../nbs/15_cli.ipynb #87287247
+# %% ../nbs/15_cli.ipynb #f4b34bbe
 import argparse, json, os, sys
 from pathlib import Path
 
 from . import __version__
 from .corpus import DEFAULT_VOICE, VOICES, build_toy_corpus, repo_root
 
-# %% ../nbs/15_cli.ipynb #0224d3ba
+# %% ../nbs/15_cli.ipynb #91745a7e
 def _rel(p):
     "`p` relative to the working directory when it lies below it (shorter to read), else absolute."
     p = Path(p)
@@ -132,7 +132,7 @@ def cmd_main(args):
           're-running `vits-nb main` reuses every wav and resumes training.')
     return 0
 
-# %% ../nbs/15_cli.ipynb #ddaffdc9
+# %% ../nbs/15_cli.ipynb #8977cb92
 def _add_model_args(p, required=True):
     p.add_argument('--checkpoint', '-k', type=Path, required=required, help='generator checkpoint (G_*.pth, official or vits_nb)')
     p.add_argument('--config', '-c', type=Path, default=None, help='config JSON (default: config.json next to the checkpoint)')
@@ -229,15 +229,17 @@ def cmd_info(args):
     print(json.dumps(TTS.from_checkpoint(args.checkpoint, args.config, device=args.device).info(), indent=1))
     return 0
 
-# %% ../nbs/15_cli.ipynb #a843aacb
+# %% ../nbs/15_cli.ipynb #a958c954
 def add_train(sub):
-    from vits_nb.train import train_parser
-    return train_parser(sub.add_parser('train', help='train VITS from a config (resumes from the newest checkpoint)',
-                                       description='Train VITS; under torchrun each process trains one GPU (DDP).'))
+    # the training chapter owns the arguments (`vits_nb.train.train_parser`); they are parsed there, so that
+    # building this parser imports no torch (`vits-nb synth --onnx` must run without it)
+    p = sub.add_parser('train', add_help=False, help='train VITS from a config (resumes from the newest checkpoint)')
+    p.add_argument('train_args', nargs='*', help='see `vits-nb train --help`')
+    return p
 
 def cmd_train(args):
-    from vits_nb.train import train_from_args
-    return train_from_args(args)
+    from vits_nb.train import train_main
+    return train_main(args.train_args)
 
 COMMANDS = {'main': (add_main, cmd_main), 'train': (add_train, cmd_train), 'synth': (add_synth, cmd_synth),
             'info': (add_info, cmd_info), 'export-onnx': (add_export_onnx, cmd_export_onnx)}
@@ -253,7 +255,11 @@ def build_parser():
 
 def main(argv=None):
     "Entry point of the `vits-nb` console script; returns the exit status."
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    ap = build_parser()
+    if argv[:1] == ['train']:   # argparse cannot hand options after a subcommand on untouched: pass them ourselves
+        args = ap.parse_args(['train']); args.train_args = argv[1:]
+    else: args = ap.parse_args(argv)
     try:
         return args._run(args)
     except (RuntimeError, FileNotFoundError, ValueError) as e:
