@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['period_view', 'DiscriminatorP', 'DiscriminatorS', 'MultiPeriodDiscriminator']
 
-# %% ../nbs/11_discriminators.ipynb #60b32931
+# %% ../nbs/11_discriminators.ipynb #aaef095d
 import torch
 from torch import nn
 import torch.nn.functional as F
 from .commons import get_padding, weight_norm
 from .decoder import LRELU_SLOPE
 
-# %% ../nbs/11_discriminators.ipynb #3a04a84f
+# %% ../nbs/11_discriminators.ipynb #48a47558
 def period_view(x, period):
     "Reflect-pad `x [b, c, t]` to a multiple of `period` and fold it to `[b, c, ceil(t/period), period]`."
     b, c, t = x.shape
@@ -22,9 +22,19 @@ def period_view(x, period):
         x = F.pad(x, (0, n_pad), 'reflect')
     return x.view(b, c, (t + n_pad) // period, period)
 
-# %% ../nbs/11_discriminators.ipynb #ce57567a
+# %% ../nbs/11_discriminators.ipynb #14f3b20a
 def _norm_f(use_spectral_norm):
     return nn.utils.spectral_norm if use_spectral_norm else weight_norm
+
+def _score_with_fmaps(convs, conv_post, x):
+    "Leaky-ReLU conv stack then `conv_post`: (flattened scores, every layer's output for feature matching)."
+    fmap = []
+    for l in convs:
+        x = F.leaky_relu(l(x), LRELU_SLOPE)
+        fmap.append(x)
+    x = conv_post(x)
+    fmap.append(x)
+    return torch.flatten(x, 1, -1), fmap
 
 class DiscriminatorP(nn.Module):
     "Period discriminator: `y [b, 1, t]` → (scores `[b, n]`, 6 feature maps `[b, c, t'/period, period]`)."
@@ -38,16 +48,10 @@ class DiscriminatorP(nn.Module):
         self.conv_post = norm_f(nn.Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)))
 
     def forward(self, x):
-        fmap = []
-        x = period_view(x, self.period)           # [b, 1, t/p, p]
-        for l in self.convs:
-            x = F.leaky_relu(l(x), LRELU_SLOPE)   # time axis shrinks ×3 per strided conv; the p columns stay apart
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        # [b, 1, t/p, p]: the time axis shrinks ×3 per strided conv; the p columns stay apart
+        return _score_with_fmaps(self.convs, self.conv_post, period_view(x, self.period))
 
-# %% ../nbs/11_discriminators.ipynb #0c2c494d
+# %% ../nbs/11_discriminators.ipynb #2d344ce5
 class DiscriminatorS(nn.Module):
     "Scale discriminator: `y [b, 1, t]` → (scores `[b, n]`, 7 feature maps `[b, c, t']`)."
     def __init__(self, use_spectral_norm=False):
@@ -64,15 +68,9 @@ class DiscriminatorS(nn.Module):
         self.conv_post = norm_f(nn.Conv1d(1024, 1, 3, 1, padding=1))
 
     def forward(self, x):
-        fmap = []
-        for l in self.convs:
-            x = F.leaky_relu(l(x), LRELU_SLOPE)   # [b, c, t/4^k]
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _score_with_fmaps(self.convs, self.conv_post, x)   # [b, c, t/4^k] per layer
 
-# %% ../nbs/11_discriminators.ipynb #c3e97f35
+# %% ../nbs/11_discriminators.ipynb #e9468a3e
 class MultiPeriodDiscriminator(nn.Module):
     "Scale + periods 2, 3, 5, 7, 11: `(y, y_hat)` → `(y_d_rs, y_d_gs, fmap_rs, fmap_gs)`, one entry per discriminator."
     periods = (2, 3, 5, 7, 11)
