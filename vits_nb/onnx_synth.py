@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['OnnxTTS']
 
-# %% ../nbs/14b_onnx_synth.ipynb #614f6dd3
+# %% ../nbs/14b_onnx_synth.ipynb #5c180c96
 import json, re
 from pathlib import Path
 import numpy as np
 
-# %% ../nbs/14b_onnx_synth.ipynb #6047a913
+# %% ../nbs/14b_onnx_synth.ipynb #f3d72f02
 class OnnxTTS:
     "A VITS voice from an ONNX file written by `export_onnx`: `OnnxTTS(path).synthesize(text)` → `(audio float32, sample_rate)`."
     def __init__(self, path, threads=None, seed=None, optimize=True, spin=False):
@@ -29,6 +29,7 @@ class OnnxTTS:
         if 'vits_nb_config' not in meta: raise ValueError(f'{path} has no vits_nb config in its metadata: write it with vits_nb.export.export_onnx')
         self.config, self.hop_length = json.loads(meta['vits_nb_config']), int(meta['hop_length'])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.quantization = meta.get('vits_nb_quantization')    # None for a float32 export, else what was quantized
 
     @property
     def sample_rate(self): return int(self.config['data']['sampling_rate'])
