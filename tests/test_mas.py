@@ -176,3 +176,19 @@ def test_toy_alignment_recovers_durations():
     z_p = m_p[:, :, torch.repeat_interleave(torch.arange(5), d_true)] + 0.3 * torch.randn(1, 8, 16, generator=g, dtype=torch.float64)
     L = log_likelihood_matrix(z_p, m_p, logs_p)
     assert maximum_path(L, torch.ones_like(L)).sum(1)[0].long().tolist() == d_true.tolist()
+
+
+@pytest.mark.parametrize('omp', [None, '1'])
+def test_numba_kernel_keeps_torchs_thread_count(omp):
+    "In a fresh process (where numba's OpenMP pool starts): torch's thread count survives the kernel, and numba follows it."
+    import subprocess, sys, os
+    code = ("import torch, numba; torch.set_num_threads(1)\n"
+            "from vits_nb.mas import maximum_path_numba, maximum_path_reference\n"
+            "L, M = torch.randn(4, 9, 5), torch.ones(4, 9, 5)\n"
+            "p = maximum_path_numba(L, M)\n"
+            "assert torch.equal(p, maximum_path_reference(L, M))\n"
+            "print(torch.get_num_threads(), numba.get_num_threads(), numba.threading_layer())")
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'NUMBA_NUM_THREADS')}
+    if omp: env['OMP_NUM_THREADS'] = omp       # as the test command sets it
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, check=True).stdout.split()
+    assert out[:2] == ['1', '1'], out

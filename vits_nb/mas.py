@@ -6,14 +6,15 @@
 __all__ = ['log_likelihood_matrix', 'maximum_path_reference', 'path_score', 'brute_force_path', 'maximum_path_numba',
            'maximum_path_torch', 'maximum_path']
 
-# %% ../nbs/08_mas.ipynb #d8f4270a
+# %% ../nbs/08_mas.ipynb #42da2b95
 import itertools, math
 import numpy as np
 import torch
 import torch.nn.functional as F
+import numba
 from numba import njit, prange
 
-# %% ../nbs/08_mas.ipynb #90a238e5
+# %% ../nbs/08_mas.ipynb #13e5a9b6
 def log_likelihood_matrix(z_p, m_p, logs_p):
     "Gaussian log-density of every frame under every token. z_p `[b, d, t_y]`, m_p/logs_p `[b, d, t_x]` → `[b, t_y, t_x]`."
     s = torch.exp(-2 * logs_p)                                                    # 1/σ², [b, d, t_x]
@@ -23,7 +24,7 @@ def log_likelihood_matrix(z_p, m_p, logs_p):
     l4 = torch.sum(-0.5 * m_p ** 2 * s, 1, keepdim=True)                          # [b, 1, t_x]
     return l1 + l2 + l3 + l4
 
-# %% ../nbs/08_mas.ipynb #3a87819d
+# %% ../nbs/08_mas.ipynb #b030fc0f
 def _check_shapes(neg_cent, mask):
     "The checks that need no pass over the data."
     if not (torch.is_tensor(neg_cent) and torch.is_tensor(mask)):
@@ -62,7 +63,7 @@ def _raise_for(bad_mask, bad_len, bad_val, T, N):
                              'at least one frame, so no monotonic alignment exists')
         if bad_val[k]: raise ValueError(f'neg_cent item {k} contains NaN or inf inside the mask')
 
-# %% ../nbs/08_mas.ipynb #535ecb52
+# %% ../nbs/08_mas.ipynb #69f44fd8
 def _advance(Q, j, i):
     "The tie rule: does the best path into (j, i) come from token i-1? `Q` holds rows of Python floats."
     return i == j or (i > 0 and Q[j - 1][i - 1] > Q[j - 1][i])
@@ -92,7 +93,7 @@ def maximum_path_reference(neg_cent, mask):
         out[k, :t, :n] = _path_from(tokens[::-1], (t, n), neg_cent.dtype)
     return out.to(neg_cent.device)
 
-# %% ../nbs/08_mas.ipynb #4f2efd06
+# %% ../nbs/08_mas.ipynb #ce15eca2
 def path_score(neg_cent, path):
     "Score of each item's path, summed frame by frame in float64 (the order the DP uses). → `[b]` float64."
     out = []
@@ -121,7 +122,7 @@ def brute_force_path(neg_cent, mask):
         out[k, :t, :n] = _path_from(best[1][::-1], (t, n), neg_cent.dtype)
     return out.to(neg_cent.device)
 
-# %% ../nbs/08_mas.ipynb #bb057bad
+# %% ../nbs/08_mas.ipynb #4f96a279
 @njit(cache=True, nogil=True)
 def _mas_item(L, M, path):
     "MAS for one item: L, M `[t_y, t_x]`, path written in place. → (status, T, N)."
@@ -172,7 +173,7 @@ def _mas_batch(L, M, path, info):
         s, t, n = _mas_item(L[k], M[k], path[k])
         info[k, 0], info[k, 1], info[k, 2] = s, t, n
 
-# %% ../nbs/08_mas.ipynb #1945f7d7
+# %% ../nbs/08_mas.ipynb #7115fb8c
 def maximum_path_numba(neg_cent, mask):
     "MAS on the CPU with the parallel numba kernel. `[b, t_y, t_x]` → 0/1 path of neg_cent's dtype."
     _check_shapes(neg_cent, mask)
@@ -183,12 +184,16 @@ def maximum_path_numba(neg_cent, mask):
     if M.dtype in (torch.float16, torch.bfloat16): M = M.float()
     path = torch.empty(L.shape, dtype=L.dtype)
     info = np.empty((L.shape[0], 3), np.int64)
-    _mas_batch(L.contiguous().numpy(), M.contiguous().numpy(), path.numpy(), info)
+    n = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))       # torch's thread budget
+    try: _mas_batch(L.contiguous().numpy(), M.contiguous().numpy(), path.numpy(), info)
+    finally:    # starting numba's OpenMP pool resets the process-wide OpenMP thread count that torch uses: put it back
+        if torch.get_num_threads() != n: torch.set_num_threads(n)
     s = info[:, 0]
     if s.any(): _raise_for(s == 1, s == 2, s == 3, info[:, 1], info[:, 2])
     return path.to(device=neg_cent.device, dtype=neg_cent.dtype)
 
-# %% ../nbs/08_mas.ipynb #82d0debc
+# %% ../nbs/08_mas.ipynb #793fd315
 def maximum_path_torch(neg_cent, mask):
     "MAS with torch ops on neg_cent's device (GPU path), vectorised over batch and tokens. `[b, t_y, t_x]` → path."
     T, N = _check_inputs(neg_cent, mask)
@@ -215,7 +220,7 @@ def maximum_path_torch(neg_cent, mask):
         idx = idx - adv[:, j].gather(1, idx)
     return path.scatter_(2, tokens.unsqueeze(2), on.unsqueeze(2).to(path.dtype))
 
-# %% ../nbs/08_mas.ipynb #23b3a355
+# %% ../nbs/08_mas.ipynb #c53857c9
 _BACKENDS = {'numba': maximum_path_numba, 'torch': maximum_path_torch, 'reference': maximum_path_reference}
 
 def maximum_path(neg_cent, mask, backend=None):
