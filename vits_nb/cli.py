@@ -6,14 +6,14 @@
 __all__ = ['COMMANDS', 'report', 'add_main', 'cmd_main', 'add_synth', 'pcm_bytes', 'cmd_synth', 'add_export_onnx',
            'cmd_export_onnx', 'add_info', 'cmd_info', 'add_train', 'cmd_train', 'build_parser', 'main']
 
-# %% ../nbs/15_cli.ipynb #4fc52b56
+# %% ../nbs/15_cli.ipynb #3ca70967
 import argparse, json, os, sys
 from pathlib import Path
 
 from . import __version__
 from .corpus import DEFAULT_VOICE, VOICES, build_toy_corpus, repo_root
 
-# %% ../nbs/15_cli.ipynb #ad4210ed
+# %% ../nbs/15_cli.ipynb #9fae6eda
 def _rel(p):
     "`p` relative to the working directory when it lies below it (shorter to read), else absolute."
     p = Path(p)
@@ -132,7 +132,7 @@ def cmd_main(args):
           're-running `vits-nb main` reuses every wav and resumes training.')
     return 0
 
-# %% ../nbs/15_cli.ipynb #f14aa86c
+# %% ../nbs/15_cli.ipynb #8c1a7400
 def _add_model_args(p, required=True):
     p.add_argument('--checkpoint', '-k', type=Path, required=required, help='generator checkpoint (G_*.pth, official or vits_nb)')
     p.add_argument('--config', '-c', type=Path, default=None, help='config JSON (default: config.json next to the checkpoint)')
@@ -205,7 +205,7 @@ def add_export_onnx(sub):
     p.add_argument('--output', '-o', type=Path, required=True, help='output .onnx path')
     p.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
     p.add_argument('--no-check', action='store_true', help='skip the onnxruntime parity check')
-    p.add_argument('--int8', action='store_true', help="quantize the decoder's residual-block convolutions to int8 (2-3x faster on CPU, ~30-40 dB SNR vs float32)")
+    p.add_argument('--int8', action='store_true', help="quantize the decoder's residual-block convolutions to int8 (2.5-3x faster on CPU, ~40 dB SNR vs float32)")
     p.add_argument('--calibration', type=Path, default=None, help='--int8: text file, one calibration sentence per line (default: built-in sentences)')
     return p
 
@@ -238,7 +238,7 @@ def cmd_info(args):
     print(json.dumps(TTS.from_checkpoint(args.checkpoint, args.config, device=args.device).info(), indent=1))
     return 0
 
-# %% ../nbs/15_cli.ipynb #9144072b
+# %% ../nbs/15_cli.ipynb #e7d63142
 def add_train(sub):
     # the training chapter owns the arguments (`vits_nb.train.train_parser`); they are parsed there, so that
     # building this parser imports no torch (`vits-nb synth --onnx` must run without it)

@@ -7,7 +7,7 @@ __all__ = ['INPUT_NAMES', 'CALIBRATION_TEXTS', 'relative_attention', 'register_s
            'export_onnx', 'check_parity', 'decode_chunks', 'decode_chunked', 'calibration_feeds', 'decoder_conv_nodes',
            'quantize_decoder']
 
-# %% ../nbs/14a_export.ipynb #7a35356a
+# %% ../nbs/14a_export.ipynb #cae87abf
 import json, logging, math, os, tempfile, types, warnings
 from pathlib import Path
 import numpy as np
@@ -19,7 +19,7 @@ import vits_nb
 from .commons import generate_path, remove_weight_norm
 from .models import model_from_config, tiny_config
 
-# %% ../nbs/14a_export.ipynb #401a2664
+# %% ../nbs/14a_export.ipynb #451fbe36
 def relative_attention(self, query, key, value, mask=None):
     "Export form of `MultiHeadAttention.attention` (self-attention with window `w`): `gather`s instead of diagonals."
     if self.window_size is None or self.proximal_bias or self.block_length is not None:
@@ -40,7 +40,7 @@ def relative_attention(self, query, key, value, mask=None):
     output = p_attn @ value + alpha_rel @ self.emb_rel_v.unsqueeze(0)          # Σ_j α_ij (v_j + a^V_ij)
     return output.transpose(2, 3).reshape(b, d, t), p_attn
 
-# %% ../nbs/14a_export.ipynb #9995801c
+# %% ../nbs/14a_export.ipynb #8c510157
 def _searchsorted_symbolic(g, sorted_sequence, values, out_int32, right, side, sorter):
     "ONNX for `searchsorted(seq [..., n], values [..., m])` → how many `seq` entries lie ≤ (right) or < each value."
     from torch.onnx import symbolic_helper as sh
@@ -55,7 +55,7 @@ def register_symbolics(opset=17):
     "Teach the TorchScript ONNX exporter `aten::searchsorted` (idempotent)."
     torch.onnx.register_custom_op_symbolic('aten::searchsorted', _searchsorted_symbolic, opset)
 
-# %% ../nbs/14a_export.ipynb #d3fce1e1
+# %% ../nbs/14a_export.ipynb #8263eca1
 def inference_copy(model, hps):
     "A fresh eval copy of `model` (built from `hps`) with weight norm folded and export attention bound."
     copy = model_from_config(hps)
@@ -86,7 +86,7 @@ class InferenceGraph(nn.Module):
         z = m.flow(z_p, y_mask, g=g, reverse=True)
         return m.dec(z * y_mask, g=g)
 
-# %% ../nbs/14a_export.ipynb #9a79d995
+# %% ../nbs/14a_export.ipynb #b9a8054d
 INPUT_NAMES = ['input', 'input_lengths', 'scales']
 
 def export_onnx(model, hps, path, opset=17, example_length=50, quantize=None, calibration=None):
@@ -122,7 +122,7 @@ def export_onnx(model, hps, path, opset=17, example_length=50, quantize=None, ca
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-# %% ../nbs/14a_export.ipynb #680f33f6
+# %% ../nbs/14a_export.ipynb #3f49d942
 def check_parity(model, onnx_path, length=40, speaker=0, seed=0):
     "Max |onnx − torch| and SNR (dB) of the ONNX export against `model.infer` on `length` random ids, noise scales at 0."
     from vits_nb.onnx_synth import OnnxTTS
@@ -139,7 +139,7 @@ def check_parity(model, onnx_path, length=40, speaker=0, seed=0):
     return {'max_abs_diff': float(np.abs(out - ref).max()), 'snr_db': snr, 'samples': int(ref.shape[0]),
             'rms': float(np.sqrt((ref ** 2).mean()))}
 
-# %% ../nbs/14a_export.ipynb #657eb02a
+# %% ../nbs/14a_export.ipynb #7cb216fb
 def decode_chunks(model, z, chunk_frames, overlap_frames=16, g=None):
     "Yield the decoder output of `z [b, c, frames]` in pieces of `chunk_frames` frames (`[b, 1, chunk·hop]`), each decoded with `overlap_frames` of context per side."
     dec = getattr(model, 'dec', model)
@@ -158,7 +158,7 @@ def decode_chunked(model, z, chunk_frames, overlap_frames=16, g=None):
     "`decode_chunks` joined: the whole decode of `z`, computed window by window."
     return torch.cat(list(decode_chunks(model, z, chunk_frames, overlap_frames, g)), 2)
 
-# %% ../nbs/14a_export.ipynb #bfc27f4d
+# %% ../nbs/14a_export.ipynb #971bbe1d
 CALIBRATION_TEXTS = (
     'The quick brown fox jumps over the lazy dog.',
     'How much would you pay for a ticket to the moon, and would you go alone?',
@@ -192,7 +192,7 @@ def decoder_conv_nodes(proto):
     return [n.name for n in proto.graph.node if n.op_type == 'Conv' and n.name.startswith('/dec/resblocks')]
 
 def quantize_decoder(src, dst, feeds, seed=0):
-    "Static int8 quantization (QDQ) of the decoder convolutions of the ONNX file `src` into `dst`, calibrated on `feeds`."
+    "Static int8 quantization (QDQ) of the decoder's residual-block convolutions in the ONNX file `src` into `dst`, calibrated on `feeds`."
     import onnx, onnxruntime as ort
     from onnxruntime.quantization import quantize_static, QuantFormat, QuantType, CalibrationDataReader, CalibrationMethod
     src, dst = Path(src), Path(dst)
