@@ -17,7 +17,7 @@ Table 2, time to first audio for a 5-sentence paragraph: `synthesize` (all sente
   (first yielded piece), for PyTorch and ONNX Runtime.
 Table 3, peak resident memory (VmHWM in /proc/self/status; `ru_maxrss` would inherit the parent's peak) of a fresh process that loads the model and speaks the
   100 symbols once: PyTorch from the checkpoint vs onnxruntime from the .onnx and the int8 .onnx (those processes never import torch)."""
-import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, platform, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,15 +73,6 @@ def fidelity(model, hps, otts, seqs, length_scale):
     return snr, l1
 
 
-def interleaved(fns, repeats):
-    for f in fns: f()
-    ts = [[] for _ in fns]
-    for _ in range(repeats):
-        for t, f in zip(ts, fns):
-            t0 = time.perf_counter(); f(); t.append(time.perf_counter() - t0)
-    return [(min(t), statistics.median(t)) for t in ts]
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--threads', type=int, default=2)
@@ -101,6 +92,7 @@ def main():
     from vits_nb.export import export_onnx, inference_copy, InferenceGraph
     from vits_nb.onnx_synth import OnnxTTS
     from vits_nb.synth import TTS
+    from bench_decoder import interleaved_times    # this folder; imported here, as it loads torch
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     hps = load_config(ROOT / 'configs' / 'ljs_base.json')
@@ -131,7 +123,7 @@ def main():
     secs = N_SYMBOLS * LENGTH_SCALE * 256 / hps.data.sampling_rate
     names = ['PyTorch eager, as trained (weight norm)', 'PyTorch eager, export copy (folded)',
              'ONNX Runtime, ORT_ENABLE_ALL', 'ONNX Runtime, no graph optimizations', 'ONNX Runtime, int8 decoder']
-    res = interleaved([eager, folded, onnx_fast, onnx_plain, onnx_int8], a.repeats)
+    res = interleaved_times([eager, folded, onnx_fast, onnx_plain, onnx_int8], a.repeats)
     print(f'\n{N_SYMBOLS} symbols -> {secs:.2f} s of audio; ORT session created in {t_session:.1f} s\n')
     print('| runtime | best s | median s | RTF (median) | eager / this (median) |')
     print('|---|---:|---:|---:|---:|')
