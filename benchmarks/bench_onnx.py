@@ -56,6 +56,7 @@ def fidelity(model, hps, otts, seqs, length_scale):
     "SNR (dB) and mean |log-mel difference| (all bins; bins within 60 dB of the peak) of `otts` against `model.infer`, noise off, per id sequence."
     import numpy as np, torch
     from vits_nb.audio import mel_spectrogram_torch
+    from vits_nb.export import snr_db
     d = hps.data
     mel = lambda a: mel_spectrogram_torch(torch.as_tensor(a, dtype=torch.float32)[None], d.filter_length, d.n_mel_channels,
                                           d.sampling_rate, d.hop_length, d.win_length, d.mel_fmin, d.mel_fmax)   # log-compressed
@@ -66,7 +67,7 @@ def fidelity(model, hps, otts, seqs, length_scale):
             ref = model.infer(x, torch.tensor([x.shape[1]]), noise_scale=0., noise_scale_w=0., length_scale=length_scale)[0][0, 0].numpy()
         out = otts.infer_ids(seq, noise_scale=0., noise_scale_w=0., length_scale=length_scale)
         assert out.shape == ref.shape, (out.shape, ref.shape)
-        snr.append(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / max(np.sum((out.astype(np.float64) - ref) ** 2), 1e-30)))
+        snr.append(snr_db(ref, out))
         mo, mr = mel(out), mel(ref)
         loud = mr > mr.max() - 3 * np.log(10)     # log-mel is ln|X|: bins within 60 dB of the utterance's peak
         l1.append((float((mo - mr).abs().mean()), float((mo - mr).abs()[loud].mean())))

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['INPUT_NAMES', 'CALIBRATION_TEXTS', 'relative_attention', 'register_symbolics', 'inference_copy', 'InferenceGraph',
-           'export_onnx', 'check_parity', 'decode_chunks', 'decode_chunked', 'calibration_feeds', 'decoder_conv_nodes',
-           'quantize_decoder']
+           'export_onnx', 'snr_db', 'check_parity', 'decode_chunks', 'decode_chunked', 'calibration_feeds',
+           'decoder_conv_nodes', 'quantize_decoder']
 
 # %% ../nbs/14a_export.ipynb #cae87abf
 import json, logging, math, os, tempfile, types, warnings
@@ -122,7 +122,13 @@ def export_onnx(model, hps, path, opset=17, example_length=50, quantize=None, ca
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-# %% ../nbs/14a_export.ipynb #3f49d942
+# %% ../nbs/14a_export.ipynb #641866c4
+def snr_db(ref, out):
+    "Signal-to-noise ratio of `out` against `ref`, 10·log10(Σ ref² / Σ (out − ref)²), in float64; inf when they are equal."
+    ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
+    err = float(((out - ref) ** 2).sum())
+    return 10 * math.log10(float((ref ** 2).sum()) / err) if err > 0 else math.inf
+
 def check_parity(model, onnx_path, length=40, speaker=0, seed=0):
     "Max |onnx − torch| and SNR (dB) of the ONNX export against `model.infer` on `length` random ids, noise scales at 0."
     from vits_nb.onnx_synth import OnnxTTS
@@ -134,9 +140,7 @@ def check_parity(model, onnx_path, length=40, speaker=0, seed=0):
                           noise_scale=0., noise_scale_w=0.)[0][0, 0].numpy()
     out = OnnxTTS(onnx_path, threads=1).infer_ids(ids[0].numpy(), speaker if multi else None, noise_scale=0., noise_scale_w=0.)
     if out.shape != ref.shape: raise RuntimeError(f'ONNX output has {out.shape[0]} samples, PyTorch {ref.shape[0]}')
-    err = float(((out.astype(np.float64) - ref) ** 2).sum())
-    snr = 10 * math.log10(float((ref.astype(np.float64) ** 2).sum()) / err) if err > 0 else math.inf
-    return {'max_abs_diff': float(np.abs(out - ref).max()), 'snr_db': snr, 'samples': int(ref.shape[0]),
+    return {'max_abs_diff': float(np.abs(out - ref).max()), 'snr_db': snr_db(ref, out), 'samples': int(ref.shape[0]),
             'rms': float(np.sqrt((ref ** 2).mean()))}
 
 # %% ../nbs/14a_export.ipynb #7cb216fb
