@@ -35,7 +35,7 @@ def _start_lab(root, home, port, token):
     _write(settings / '@jupyterlab' / 'notebook-extension' / 'tracker.jupyterlab-settings', {'windowingMode': 'none'})
     _write(settings / '@jupyterlab' / 'apputils-extension' / 'notification.jupyterlab-settings',
            {'fetchNews': 'false', 'checkForUpdates': False})
-    env = dict(os.environ, OMP_NUM_THREADS='1', JUPYTER_CONFIG_DIR=str(home / 'config'),
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONFAULTHANDLER='1', JUPYTER_CONFIG_DIR=str(home / 'config'),
                JUPYTER_RUNTIME_DIR=str(home / 'runtime'), IPYTHONDIR=str(home / 'ipython'),
                JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(home / 'workspaces'))
     env.pop('MPLBACKEND', None)

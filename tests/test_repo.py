@@ -1,5 +1,6 @@
-"""Repository hygiene: the library is exactly what the notebooks export, notebooks are clean and small."""
-import hashlib, json, subprocess, sys
+"""Repository hygiene: the library is exactly what the notebooks export, notebooks are clean and small, the test
+run isolates its numba caches."""
+import hashlib, json, os, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,3 +36,13 @@ def test_notebook_list_matches_the_map():
     index = (ROOT / 'nbs' / 'index.ipynb').read_text()
     for nb in sorted((ROOT / 'nbs').glob('[0-9]*.ipynb')):
         assert nb.stem in index, f'{nb.name} is missing from the map in index.ipynb'
+
+
+def test_numba_caches_in_a_folder_per_worker():
+    "conftest gives each pytest worker (and what it starts) its own numba cache: concurrent cache writes corrupt it."
+    import numba
+    want = str(ROOT / '.cache' / 'numba' / os.environ.get('PYTEST_XDIST_WORKER', 'main'))
+    assert numba.config.CACHE_DIR == want
+    child = subprocess.run([sys.executable, '-c', 'import numba; print(numba.config.CACHE_DIR)'],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert child == want
