@@ -14,7 +14,7 @@ from .data import load_config, HParams
 from .text import get_text, clean_text, split_sentences
 from .models import model_from_config, load_checkpoint, tiny_config, save_checkpoint
 
-# %% ../nbs/12a_synth.ipynb #b3f4c395
+# %% ../nbs/12a_synth.ipynb #c239603b
 class TTS:
     "A ready-to-use VITS voice: `TTS.from_checkpoint(ckpt, config).synthesize(text)` → `(audio float32, sample_rate)`."
     def __init__(self, model, hps, device='cpu'):
@@ -33,15 +33,41 @@ class TTS:
         load_checkpoint(checkpoint, model)
         return cls(model, hps, device)
 
+    @classmethod
+    def from_piper(cls, onnx_path=None, config_path=None, device='cpu'):
+        "Import a Piper voice (`NAME.onnx` + `NAME.onnx.json`) into a PyTorch model; the shipped voice if no path."
+        from .piper import load_piper, shipped_voice
+        model, hps = load_piper(shipped_voice() if onnx_path is None else onnx_path, config_path)
+        return cls(model, hps, device)
+
+    @property
+    def frontend(self):
+        "The voice's own text frontend (Piper phoneme ids) when it has one, else None (official cleaners)."
+        if 'piper' not in self.hps.data: return None
+        if getattr(self, '_frontend', None) is None:
+            from .piper_text import PiperFrontend
+            self._frontend = PiperFrontend(self.hps.data.piper.to_dict())
+        return self._frontend
+
     @property
     def sample_rate(self): return int(self.hps.data.sampling_rate)
     @property
     def n_speakers(self): return int(self.hps.data.n_speakers)
 
     def text_to_ids(self, text):
-        "Symbol ids for `text`, cleaned and interspersed as the config was trained."
+        "Symbol ids for one sentence `text`, cleaned and interspersed as the config was trained (or Piper's ids)."
+        if self.frontend is not None: return torch.tensor(self.frontend.text_to_ids(text), dtype=torch.long)
         d = self.hps.data
         return get_text(text, cleaned=False, add_blank=d.get('add_blank', True), cleaner_names=tuple(d.text_cleaners))
+
+    def sentence_ids(self, text):
+        "Symbol ids per sentence of `text`: the voice's frontend decides where sentences end."
+        if not isinstance(text, str): raise TypeError(f'text must be a str, got {type(text).__name__}')
+        if self.frontend is not None:
+            return [torch.tensor(i, dtype=torch.long) for i in self.frontend.sentences(text)]
+        sentences = split_sentences(text)
+        if not sentences: raise ValueError('empty text: nothing to synthesize')
+        return [self.text_to_ids(s) for s in sentences]
 
     def _sid(self, speaker, n):
         if self.n_speakers <= 1:
@@ -64,15 +90,13 @@ class TTS:
 
     def synthesize(self, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., seed=None, pause=0.25):
         "Speak `text` (split into sentences joined by `pause` seconds of silence)."
-        if not isinstance(text, str): raise TypeError(f'text must be a str, got {type(text).__name__}')
-        sentences = split_sentences(text)
-        if not sentences: raise ValueError('empty text: nothing to synthesize')
+        sentences = self.sentence_ids(text)
         gap = np.zeros(int(pause * self.sample_rate), dtype=np.float32)
         with torch.random.fork_rng(devices=[]):
             if seed is not None: torch.manual_seed(seed)
             pieces = []
-            for s in sentences:
-                pieces += self._infer_ids([self.text_to_ids(s)], speaker, noise_scale, noise_scale_w, length_scale) + [gap]
+            for ids in sentences:
+                pieces += self._infer_ids([ids], speaker, noise_scale, noise_scale_w, length_scale) + [gap]
         return np.concatenate(pieces[:-1]).astype(np.float32), self.sample_rate
 
     def synthesize_batch(self, texts, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., seed=None):
@@ -88,13 +112,11 @@ class TTS:
         return {'parameters': n, 'n_speakers': self.n_speakers, 'sample_rate': self.sample_rate,
                 'sdp': bool(self.model.use_sdp), 'hop_length': self.model.hop_length}
 
-# %% ../nbs/12a_synth.ipynb #e0a28bd3
+# %% ../nbs/12a_synth.ipynb #c76739a5
 def _stream(self, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., seed=None, pause=0.25,
             chunk_frames=None, overlap_frames=16):
     "Yield float32 audio for `text` as it is ready: per sentence (per `chunk_frames` of it, if given), pauses between."
-    if not isinstance(text, str): raise TypeError(f'text must be a str, got {type(text).__name__}')
-    sentences = split_sentences(text)
-    if not sentences: raise ValueError('empty text: nothing to synthesize')
+    sentences = self.sentence_ids(text)
     if chunk_frames is not None and int(chunk_frames) < 1: raise ValueError(f'chunk_frames must be at least 1, got {chunk_frames}')
     self._sid(speaker, 1)                                    # speaker errors now, not at the first next()
     gap = np.zeros(int(pause * self.sample_rate), dtype=np.float32)
@@ -102,9 +124,8 @@ def _stream(self, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length
     def pieces():
         from vits_nb.export import decode_chunks
         state = None
-        for i, s in enumerate(sentences):
+        for i, ids in enumerate(sentences):
             if i and len(gap): yield gap
-            ids = self.text_to_ids(s)
             with torch.random.fork_rng(devices=[]), torch.no_grad():   # one private random stream across sentences
                 if state is not None: torch.set_rng_state(state)
                 elif seed is not None: torch.manual_seed(seed)
