@@ -13,7 +13,7 @@ from pathlib import Path
 from . import __version__
 from .corpus import DEFAULT_VOICE, VOICES, build_toy_corpus, repo_root
 
-# %% ../nbs/15_cli.ipynb #9fae6eda
+# %% ../nbs/15_cli.ipynb #1dd73f57
 def _rel(p):
     "`p` relative to the working directory when it lies below it (shorter to read), else absolute."
     p = Path(p)
@@ -92,7 +92,22 @@ def add_main(sub):
     p.add_argument('--config', type=Path, default=None, help='training config (default: <repo>/configs/toy_small.json)')
     p.add_argument('--run-dir', type=Path, default=None, help='training run folder (default: <repo>/runs/toy_small)')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
+    p.add_argument('--no-voice', action='store_true', help='do not speak the held-out sentences with the shipped voice first')
     return p
+
+def _speak_with_voice(stats, args, n=3):
+    "Before any training: the shipped (trained) voice speaks the corpus's first `n` held-out sentences."
+    from vits_nb.synth import TTS
+    from vits_nb.piper import speak_samples, shipped_voice
+    texts = [r[-1] for r in _rows(stats['filelists']['val'])][:n]
+    root = Path(args.run_dir).parent if args.run_dir is not None else repo_root() / 'runs'
+    out = root / 'shipped_voice'
+    print(f'\n== the shipped voice ({shipped_voice().stem}, a trained VITS) speaks {len(texts)} held-out sentences',
+          flush=True)
+    res = speak_samples(TTS.from_piper(), texts, out)
+    for r in res['rows']: print(f"  {_rel(r['wav'])}  {r['seconds']:.2f} s  {r['text']}")
+    print(f"  alignment and mel: {_rel(res['png'])}")
+    return res
 
 def _train_on(stats, args):
     "Train the config on the corpus just built (its filelists replace the config's) and speak held-out sentences."
@@ -127,21 +142,38 @@ def cmd_main(args):
         mout = Path(args.multi_out) if args.multi_out is not None else out.with_name(out.name + '_multi')
         built.append((build_toy_corpus(mout, multispeaker=True, **kw), 'multi-speaker'))
     for stats, title in built: report(stats, title)
+    if not args.no_voice: _speak_with_voice(built[0][0], args)
     if args.train_minutes > 0 or args.train_steps: _train_on(built[0][0], args)
     print('\nNext: the chapters in nbs/ (start with nbs/index.ipynb) use this corpus; '
           're-running `vits-nb main` reuses every wav and resumes training.')
     return 0
 
-# %% ../nbs/15_cli.ipynb #8c1a7400
-def _add_model_args(p, required=True):
-    p.add_argument('--checkpoint', '-k', type=Path, required=required, help='generator checkpoint (G_*.pth, official or vits_nb)')
+# %% ../nbs/15_cli.ipynb #65ef2bbc
+def _add_model_args(p):
+    p.add_argument('--checkpoint', '-k', type=Path, default=None,
+                   help='generator checkpoint (G_*.pth, official or vits_nb); default: the shipped Piper voice')
+    p.add_argument('--voice', type=Path, default=None, metavar='PATH.onnx',
+                   help='a Piper voice (NAME.onnx with NAME.onnx.json beside it), imported into PyTorch')
     p.add_argument('--config', '-c', type=Path, default=None, help='config JSON (default: config.json next to the checkpoint)')
     p.add_argument('--device', default='cpu', help='torch device (default: cpu)')
 
+def _load_tts(args):
+    "The `TTS` that --checkpoint, --voice or neither (the shipped voice) names."
+    from vits_nb.synth import TTS
+    if args.checkpoint is not None and args.voice is not None: raise ValueError('give either --checkpoint or --voice')
+    if args.checkpoint is not None: return TTS.from_checkpoint(args.checkpoint, args.config, device=args.device)
+    if args.config is not None: raise ValueError('--config goes with --checkpoint (a Piper voice carries its own .onnx.json)')
+    if args.voice is None:
+        from vits_nb.piper import shipped_voice
+        print(f'vits-nb: no --checkpoint or --voice: using the shipped voice {shipped_voice().stem} (CC0)', file=sys.stderr)
+    return TTS.from_piper(args.voice, device=args.device)
+
 def add_synth(sub):
-    p = sub.add_parser('synth', help='speak text with a checkpoint (or an ONNX export) into a WAV file or a raw PCM stream')
-    _add_model_args(p, required=False)
-    p.add_argument('--onnx', type=Path, default=None, help='run this ONNX export with onnxruntime instead (no torch needed)')
+    p = sub.add_parser('synth', help='speak text with a checkpoint, a Piper voice or an ONNX export into a WAV file '
+                                     'or a raw PCM stream (default: the shipped voice)')
+    _add_model_args(p)
+    p.add_argument('--onnx', type=Path, default=None,
+                   help='run this ONNX file (an export, or a Piper voice) with onnxruntime instead (no torch needed)')
     p.add_argument('--text', '-t', default=None, help='text to speak (default or "-": read standard input)')
     p.add_argument('--output', '-o', type=Path, default=None, help='output WAV path (required unless --stream)')
     p.add_argument('--stream', action='store_true', help='write raw mono PCM to standard output, sentence by sentence as it is ready')
@@ -172,7 +204,8 @@ def pcm_bytes(audio, fmt='s16'):
     raise ValueError(f"pcm format must be 's16' or 'f32', got {fmt!r}")
 
 def cmd_synth(args):
-    if (args.onnx is None) == (args.checkpoint is None): raise ValueError('give either --checkpoint or --onnx')
+    if args.onnx is not None and (args.checkpoint is not None or args.voice is not None):
+        raise ValueError('give one of --checkpoint, --voice or --onnx')
     if args.stream == (args.output is not None): raise ValueError('give either --output (a WAV file) or --stream (PCM to stdout)')
     if args.chunk_frames is not None and (args.onnx is not None or not args.stream):
         raise ValueError('--chunk-frames works with --stream on a --checkpoint')
@@ -182,8 +215,7 @@ def cmd_synth(args):
         from vits_nb.onnx_synth import OnnxTTS
         tts = OnnxTTS(args.onnx, threads=args.threads, seed=args.seed)
     else:
-        from vits_nb.synth import TTS
-        tts = TTS.from_checkpoint(args.checkpoint, args.config, device=args.device)
+        tts = _load_tts(args)
         kw['seed'] = args.seed
     sr = tts.sample_rate
     if args.stream:
@@ -200,8 +232,10 @@ def cmd_synth(args):
     return 0
 
 def add_export_onnx(sub):
-    p = sub.add_parser('export-onnx', help='write the inference graph of a checkpoint as ONNX (for `synth --onnx`)')
+    p = sub.add_parser('export-onnx', help='write the inference graph of a checkpoint or voice as ONNX (for `synth --onnx`)')
     _add_model_args(p)
+    p.add_argument('--piper', action='store_true',
+                   help="write a Piper voice (Piper's inputs/outputs, opset 15, PATH.json beside it) for any Piper host")
     p.add_argument('--output', '-o', type=Path, required=True, help='output .onnx path')
     p.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
     p.add_argument('--no-check', action='store_true', help='skip the onnxruntime parity check')
@@ -210,9 +244,25 @@ def add_export_onnx(sub):
     return p
 
 def cmd_export_onnx(args):
-    from vits_nb.synth import TTS
     from vits_nb.export import export_onnx, check_parity
-    tts = TTS.from_checkpoint(args.checkpoint, args.config)
+    tts = _load_tts(args)
+    if args.piper:
+        if args.int8: raise ValueError('--int8 is not available with --piper (Piper hosts run the float32 graph)')
+        from vits_nb.piper import export_piper, onnx_session, run_piper_onnx
+        from vits_nb.export import snr_db
+        import numpy as np, torch
+        path = export_piper(tts, args.output)
+        print(f'{_rel(path)}: {path.stat().st_size / 1e6:.1f} MB, opset 15, Piper voice; config {_rel(str(path) + ".json")}')
+        if not args.no_check:
+            ids = tts.sentence_ids('The quick brown fox jumps over the lazy dog.')[0]
+            sid = 0 if tts.n_speakers > 1 else None
+            with torch.no_grad():
+                ref = tts.model.infer(ids[None], torch.tensor([len(ids)]), sid=None if sid is None else torch.tensor([0]),
+                                      noise_scale=0., noise_scale_w=0.)[0].reshape(-1).numpy()
+            out = run_piper_onnx(onnx_session(path), ids.numpy(), sid=sid)
+            if out.shape != ref.shape: raise RuntimeError(f'the export gives {out.size} samples, PyTorch {ref.size}')
+            print(f'parity with noise off: max |onnx - torch| = {np.abs(out - ref).max():.1e}, SNR {snr_db(ref, out):.1f} dB')
+        return 0
     calibration = None
     if args.calibration is not None:
         if not args.int8: raise ValueError('--calibration only applies with --int8')
@@ -229,13 +279,12 @@ def cmd_export_onnx(args):
     return 0
 
 def add_info(sub):
-    p = sub.add_parser('info', help='model size, speakers and sample rate of a checkpoint')
+    p = sub.add_parser('info', help='model size, speakers and sample rate of a checkpoint or voice (default: the shipped voice)')
     _add_model_args(p)
     return p
 
 def cmd_info(args):
-    from vits_nb.synth import TTS
-    print(json.dumps(TTS.from_checkpoint(args.checkpoint, args.config, device=args.device).info(), indent=1))
+    print(json.dumps(_load_tts(args).info(), indent=1))
     return 0
 
 # %% ../nbs/15_cli.ipynb #e7d63142

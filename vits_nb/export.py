@@ -163,7 +163,7 @@ def decode_chunked(model, z, chunk_frames, overlap_frames=16, g=None):
     "`decode_chunks` joined: the whole decode of `z`, computed window by window."
     return torch.cat(list(decode_chunks(model, z, chunk_frames, overlap_frames, g)), 2)
 
-# %% ../nbs/14a_export.ipynb #971bbe1d
+# %% ../nbs/14a_export.ipynb #0a4768bd
 CALIBRATION_TEXTS = (
     'The quick brown fox jumps over the lazy dog.',
     'How much would you pay for a ticket to the moon, and would you go alone?',
@@ -179,10 +179,15 @@ def calibration_feeds(hps, calibration=None, n_speakers=0, scales=(.667, 1., .8)
     from vits_nb.text import get_text
     d, feeds = hps.data, []
     items = CALIBRATION_TEXTS if calibration is None else list(calibration)
+    if 'piper' in d:
+        from vits_nb.piper_text import PiperFrontend
+        frontend = PiperFrontend(d.piper.to_dict())
     if not items: raise ValueError('calibration is empty: give texts or id sequences (or None for CALIBRATION_TEXTS)')
     for i, item in enumerate(items):
         if isinstance(item, str):
-            try: ids = get_text(item, add_blank=d.get('add_blank', True), cleaner_names=tuple(d.text_cleaners)).numpy()
+            try:
+                if 'piper' in d: ids = np.asarray(frontend.sentences(item)[0], dtype=np.int64)   # a Piper voice's ids
+                else: ids = get_text(item, add_blank=d.get('add_blank', True), cleaner_names=tuple(d.text_cleaners)).numpy()
             except ValueError as e: raise ValueError(f'calibration item {i}: {e}') from e
         else: ids = np.asarray(item, dtype=np.int64).reshape(-1)
         if ids.size == 0: raise ValueError(f'calibration item {i} has no symbols: {item!r}')

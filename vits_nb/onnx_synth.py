@@ -10,9 +10,9 @@ import json, re
 from pathlib import Path
 import numpy as np
 
-# %% ../nbs/14b_onnx_synth.ipynb #f3d72f02
+# %% ../nbs/14b_onnx_synth.ipynb #7fdd9c48
 class OnnxTTS:
-    "A VITS voice from an ONNX file written by `export_onnx`: `OnnxTTS(path).synthesize(text)` → `(audio float32, sample_rate)`."
+    "A VITS voice from an ONNX file (`export_onnx`'s, or a Piper voice with its `.onnx.json`): `.synthesize(text)`."
     def __init__(self, path, threads=None, seed=None, optimize=True, spin=False):
         import onnxruntime as ort
         path = Path(path)
@@ -26,9 +26,22 @@ class OnnxTTS:
         try: self.session = ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
         except Exception as e: raise ValueError(f'cannot load ONNX model {path}: {e}') from e
         meta = self.session.get_modelmeta().custom_metadata_map
-        if 'vits_nb_config' not in meta: raise ValueError(f'{path} has no vits_nb config in its metadata: write it with vits_nb.export.export_onnx')
-        self.config, self.hop_length = json.loads(meta['vits_nb_config']), int(meta['hop_length'])
+        piper_json = path.with_name(path.name + '.json')
+        if 'vits_nb_config' in meta: self.config, self.hop_length = json.loads(meta['vits_nb_config']), int(meta['hop_length'])
+        elif piper_json.is_file():       # a Piper voice: NAME.onnx + NAME.onnx.json, hop 256
+            cfg = json.loads(piper_json.read_text(encoding='utf-8'))
+            n = int(cfg.get('num_speakers', 1))
+            self.config = {'data': {'sampling_rate': int(cfg['audio']['sample_rate']), 'n_speakers': n if n > 1 else 0,
+                                    'piper': cfg}}
+            self.hop_length = 256
+        else: raise ValueError(f'{path} has no vits_nb config in its metadata and no Piper config {piper_json.name} '
+                               'beside it: write it with vits_nb.export.export_onnx or export_piper')
         self.input_names = [i.name for i in self.session.get_inputs()]
+        piper = self.config['data'].get('piper')
+        if piper is not None:
+            from vits_nb.piper_text import PiperFrontend      # ctypes espeak-ng: no torch either
+            self.frontend = PiperFrontend(piper)
+        else: self.frontend = None
         self.quantization = meta.get('vits_nb_quantization')    # None for a float32 export, else what was quantized
 
     @property
@@ -37,7 +50,8 @@ class OnnxTTS:
     def n_speakers(self): return int(self.config['data'].get('n_speakers', 0))
 
     def text_to_ids(self, text):
-        "Symbol ids (int64) for `text`, cleaned and interspersed as the config was trained."
+        "Symbol ids (int64) for one sentence `text`, cleaned and interspersed as the config was trained (or Piper's)."
+        if self.frontend is not None: return np.asarray(self.frontend.text_to_ids(text), dtype=np.int64)
         from vits_nb.text import clean_text, cleaned_text_to_sequence, intersperse
         d = self.config['data']
         ids = cleaned_text_to_sequence(clean_text(text, tuple(d['text_cleaners'])))
@@ -55,18 +69,24 @@ class OnnxTTS:
             if not 0 <= int(speaker) < self.n_speakers: raise ValueError(f'unknown speaker {speaker}: the model has speakers 0..{self.n_speakers - 1}')
             feed['sid'] = np.array([int(speaker)], dtype=np.int64)
         elif speaker is not None: raise ValueError('this is a single-speaker model: speaker must be None')
-        return self.session.run(['audio'], feed)[0][0, 0].astype(np.float32)
+        return self.session.run(None, feed)[0].reshape(-1).astype(np.float32)   # [1, 1, t] or Piper's [1, 1, 1, t]
+
+    def sentence_ids(self, text):
+        "Symbol ids per sentence of `text`: the voice's frontend decides where sentences end."
+        if not isinstance(text, str): raise TypeError(f'text must be a str, got {type(text).__name__}')
+        if self.frontend is not None: return [np.asarray(i, dtype=np.int64) for i in self.frontend.sentences(text)]
+        from vits_nb.text import split_sentences
+        sentences = split_sentences(text)
+        if not sentences: raise ValueError('empty text: nothing to synthesize')
+        return [self.text_to_ids(s) for s in sentences]
 
     def stream(self, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., pause=0.25):
         "Yield float32 audio per sentence of `text`, with `pause` seconds of silence between sentences."
-        from vits_nb.text import split_sentences
-        if not isinstance(text, str): raise TypeError(f'text must be a str, got {type(text).__name__}')
-        sentences = split_sentences(text)
-        if not sentences: raise ValueError('empty text: nothing to synthesize')
+        sentences = self.sentence_ids(text)
         gap = np.zeros(int(pause * self.sample_rate), dtype=np.float32)
-        for i, s in enumerate(sentences):
+        for i, ids in enumerate(sentences):
             if i and len(gap): yield gap
-            yield self.infer_ids(self.text_to_ids(s), speaker, noise_scale, noise_scale_w, length_scale)
+            yield self.infer_ids(ids, speaker, noise_scale, noise_scale_w, length_scale)
 
     def synthesize(self, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., pause=0.25):
         "Speak `text` (sentences joined by `pause` seconds of silence); returns `(audio, sample_rate)`."

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['ABSENT_MODULES', 'shipped_voice', 'PiperVoiceError', 'read_onnx', 'graph_tensors', 'node_module', 'graph_convs',
            'piper_hparams', 'read_piper_config', 'piper_config', 'split_weight_norm', 'folded_logs', 'piper_state_dict',
-           'load_piper', 'onnx_session', 'run_piper_onnx', 'PiperGraph', 'piper_json', 'export_piper']
+           'load_piper', 'onnx_session', 'run_piper_onnx', 'speak_samples', 'PiperGraph', 'piper_json', 'export_piper']
 
 # %% ../nbs/12b_piper.ipynb #c7683fd8
 import json, math, os, re, tempfile, types, warnings
@@ -286,6 +286,39 @@ def run_piper_onnx(session, ids, scales=(0., 1., 0.), sid=None):
     feed = {'input': ids, 'input_lengths': np.array([ids.shape[1]], np.int64), 'scales': np.asarray(scales, np.float32)}
     if sid is not None: feed['sid'] = np.array([int(sid)], np.int64)
     return session.run(None, feed)[0].reshape(-1)
+
+# %% ../nbs/12b_piper.ipynb #bc580288
+def speak_samples(tts, texts, out_dir, seed=1234, prefix='voice'):
+    "Speak each of `texts` with `tts` into `out_dir`: `{prefix}_N.wav`, `{prefix}.png` (alignment + mel), metrics."
+    from vits_nb.audio import mel_spectrogram_torch
+    from vits_nb.corpus import write_wav
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    d, m, rows = tts.hps.data, tts.model, []
+    fig = Figure(figsize=(12, 3.2 * len(texts)), dpi=100); FigureCanvasAgg(fig)
+    for i, text in enumerate(texts):
+        ids = torch.cat(tts.sentence_ids(text))[None]               # the whole text as one sequence
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + i)
+            o, attn, y_mask, _ = m.infer(ids.to(tts.device), torch.tensor([ids.size(1)], device=tts.device),
+                                         sid=tts._sid(None, 1))
+        audio = o[0, 0].float().cpu()
+        wav = write_wav(out_dir / f'{prefix}_{i + 1}.wav', audio.numpy(), d.sampling_rate)
+        mel = mel_spectrogram_torch(audio[None], d.filter_length, d.n_mel_channels, d.sampling_rate, d.hop_length,
+                                    d.win_length, d.mel_fmin, d.mel_fmax)[0]
+        frames = int(y_mask.sum())
+        rows.append({'text': text, 'wav': str(wav), 'seconds': audio.numel() / d.sampling_rate, 'frames': frames,
+                     'tokens': int(ids.size(1)), 'peak': float(audio.abs().max())})
+        for j, (im, title, ylabel) in enumerate([(attn[0, 0, :frames].T.cpu(), 'alignment (SDP durations)', 'text token'),
+                                                 (mel, 'mel spectrogram of the speech', 'mel bin')]):
+            ax = fig.add_subplot(len(texts), 2, 2 * i + j + 1)
+            h = ax.imshow(im.numpy(), aspect='auto', origin='lower', interpolation='none')
+            ax.set_title(f'{i + 1}: {title}', fontsize=11); ax.set_xlabel('frame (256 samples)'); ax.set_ylabel(ylabel)
+            fig.colorbar(h, ax=ax, label='attn' if j == 0 else 'log mel')
+    fig.tight_layout(); png = out_dir / f'{prefix}.png'; fig.savefig(png)
+    (out_dir / f'{prefix}.json').write_text(json.dumps(rows, indent=1) + '\n')
+    return {'wavs': [r['wav'] for r in rows], 'png': str(png), 'rows': rows}
 
 # %% ../nbs/12b_piper.ipynb #b944d2ea
 def _piper_attention(self, query, key, value, mask=None):

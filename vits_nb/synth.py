@@ -14,7 +14,7 @@ from .data import load_config, HParams
 from .text import get_text, clean_text, split_sentences
 from .models import model_from_config, load_checkpoint, tiny_config, save_checkpoint
 
-# %% ../nbs/12a_synth.ipynb #c239603b
+# %% ../nbs/12a_synth.ipynb #81f0b425
 class TTS:
     "A ready-to-use VITS voice: `TTS.from_checkpoint(ckpt, config).synthesize(text)` → `(audio float32, sample_rate)`."
     def __init__(self, model, hps, device='cpu'):
@@ -109,8 +109,15 @@ class TTS:
     def info(self):
         "Model size, speakers and sample rate."
         n = sum(v.numel() for k, v in self.model.state_dict().items() if not k.endswith('weight_g'))
-        return {'parameters': n, 'n_speakers': self.n_speakers, 'sample_rate': self.sample_rate,
+        info = {'parameters': n, 'n_speakers': self.n_speakers, 'sample_rate': self.sample_rate,
                 'sdp': bool(self.model.use_sdp), 'hop_length': self.model.hop_length}
+        if self.frontend is not None:
+            p = self.hps.data.piper
+            info['frontend'] = f"piper: espeak-ng voice {p.espeak.voice}, {len(p.phoneme_id_map)} phonemes"
+            if 'dataset' in p: info['voice'] = p.dataset
+        else: info['frontend'] = f"official symbols: {', '.join(self.hps.data.text_cleaners)}"
+        if getattr(self.model, 'missing_modules', None): info['missing_modules'] = list(self.model.missing_modules)
+        return info
 
 # %% ../nbs/12a_synth.ipynb #c76739a5
 def _stream(self, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., seed=None, pause=0.25,
