@@ -47,16 +47,19 @@ def test_picker_lists_runs_with_newest_checkpoint(runs):
     assert latest_checkpoint(runs / 'no_config') == runs / 'no_config' / 'G_0.pth'
     assert latest_checkpoint(runs) is None
     ui = SynthesisUI(runs_dir=runs)
-    assert [v for _, v in ui.run.options] == ['det', 'multi', 'single']
-    assert ui.run.options[2][0] == 'single (G_1000.pth)'
-    assert ui.tts is not None and ui.run.value == 'det'         # the first run is opened
+    assert [v for _, v in ui.run.options] == ['shipped voice', 'det', 'multi', 'single']
+    assert ui.run.options[3][0] == 'single (G_1000.pth)'
+    assert ui.run.value == 'shipped voice' and ui.tts.sample_rate == 22050   # it opens on the trained voice
+    assert ui.tts.frontend is not None and 'joe' in ui.model_info.value
     assert ui.load_run('single') is ui.tts and ui.run.value == 'single'
     assert ui.load_run('missing') is None and 'missing' in ui.status.value
 
 
 def test_picker_reports_bad_folder(tmp_path):
     ui = SynthesisUI(runs_dir=tmp_path / 'nope')
-    assert ui.runs == {} and ui.tts is None and 'not found' in ui.status.value
+    assert ui.runs == {} and 'not found' in ui.status.value
+    assert ui.tts is not None and ui.run.value == 'shipped voice'   # a bad folder still leaves the shipped voice
+    ui.tts = None
     assert ui.synthesize() is None and 'no model loaded' in ui.status.value
     (tmp_path / 'empty').mkdir()
     ui.runs_dir.value = str(tmp_path / 'empty')
@@ -145,7 +148,7 @@ def test_speaker_controls_only_for_multi_speaker(runs):
 
 
 def test_duration_noise_slider_disabled_for_deterministic_durations(runs):
-    ui = SynthesisUI(runs_dir=runs)
+    ui = SynthesisUI(runs_dir=runs); ui.load_run('det')
     assert ui.run.value == 'det' and ui.noise_scale_w.disabled
     ui.load_run('single'); assert not ui.noise_scale_w.disabled
 
