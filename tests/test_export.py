@@ -307,10 +307,12 @@ def test_cli_stream_to_stdout(exported, fmt, dtype):
 
 def test_cli_synth_argument_errors(exported, capsys):
     k, o = str(exported / 'G_0.pth'), str(exported / 'm.onnx')
-    for argv, msg in [(['-t', 'hi', '-o', 'x.wav'], 'either --checkpoint or --onnx'),
-                      (['-k', k, '--onnx', o, '-t', 'hi', '-o', 'x.wav'], 'either --checkpoint or --onnx'),
+    x = str(exported / 'x.wav')
+    for argv, msg in [(['-k', k, '--onnx', o, '-t', 'hi', '-o', x], 'one of --checkpoint, --voice or --onnx'),
+                      (['--voice', o, '--onnx', o, '-t', 'hi', '-o', x], 'one of --checkpoint, --voice or --onnx'),
+                      (['-k', k, '--voice', o, '-t', 'hi', '-o', x], 'either --checkpoint or --voice'),
                       (['-k', k, '-t', 'hi'], 'either --output'),
-                      (['-k', k, '-t', 'hi', '-o', 'x.wav', '--stream'], 'either --output'),
+                      (['-k', k, '-t', 'hi', '-o', x, '--stream'], 'either --output'),
                       (['--onnx', o, '-t', 'hi', '--stream', '--chunk-frames', '4'], '--chunk-frames')]:
         assert main(['synth', *argv]) == 1
         assert msg in capsys.readouterr().err
