@@ -257,3 +257,18 @@ def test_bad_input_is_named(tmp_path, joe):
         with pytest.raises(PiperVoiceError, match=msg): load_piper(voice, tmp_path / 'bad.json')
     (tmp_path / 'broken.json').write_text('{"audio": ')
     with pytest.raises(PiperVoiceError, match='not valid JSON'): load_piper(voice, tmp_path / 'broken.json')
+
+
+def test_shipped_voice_is_intelligible():
+    "An offline recognizer understands the imported voice (measured: 28% WER on 20 toy sentences, the festival "
+    "teacher 17%); a random-weight model's output is not understood at all."
+    from asr import recognize, word_errors
+    from vits_nb.models import tiny_config
+    tts = TTS.from_piper()
+    texts = SENTENCES[:6]
+    errors = [word_errors(t, recognize(*tts.synthesize(t, seed=0))) for t in texts]
+    wer = sum(e for e, _ in errors) / sum(n for _, n in errors)
+    assert wer < 0.45, wer
+    noise = TTS(model_from_config(tiny_config()), tiny_config())
+    e, n = word_errors(texts[0], recognize(*noise.synthesize(texts[0], seed=0)))
+    assert e / n > 0.8
