@@ -374,7 +374,7 @@ def test_prepare_ljspeech(tmp_path):
 def test_prepare_ljspeech_errors(tmp_path):
     src = make_ljspeech(tmp_path / 'lj')
     os.remove(src / 'wavs' / 'LJ001-0002.wav')
-    with pytest.warns(UserWarning, match=r'skipped 1 rows: line 3 \(missing LJ001-0002.wav\)'):
+    with pytest.warns(UserWarning, match=r'skipped 1 of 6 rows: line 3: missing wavs/LJ001-0002.wav'):
         out = prepare_ljspeech(src, tmp_path / 'o', val_size=1, cleaners=())
     assert len(load_filepaths_and_text(out['train'])) == 4
     with pytest.raises(ValueError, match='val_size'): quiet(prepare_ljspeech, src, tmp_path / 'o', val_size=5, cleaners=())
@@ -401,7 +401,7 @@ def make_vctk(root, layout):
 @pytest.mark.parametrize('layout', ['0.80', '0.92'])
 def test_prepare_vctk(tmp_path, layout):
     src = make_vctk(tmp_path / 'VCTK', layout)
-    with pytest.warns(UserWarning, match='1 recordings without a transcript'):
+    with pytest.warns(UserWarning, match='skipped 1 of 9 recordings: p226/p226_003.* no transcript'):
         out = prepare_vctk(src, tmp_path / 'out', val_size=2, cleaners=(), num_workers=1, progress=False)
     assert json.loads(out['speakers'].read_text()) == {'p225': 0, 'p226': 1, 'p227': 2}
     rows = load_filepaths_and_text(out['train']) + load_filepaths_and_text(out['val'])
