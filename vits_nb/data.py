@@ -41,7 +41,7 @@ class HParams:
         return {k: v.to_dict() if isinstance(v, HParams) else v for k, v in self.items()}
     def __repr__(self): return f'HParams({self.to_dict()!r})'
 
-# %% ../nbs/03_data.ipynb #967fae43
+# %% ../nbs/03_data.ipynb #5c6bc80f
 class ConfigError(ValueError):
     "A config that cannot describe a VITS run; the message names each bad key and what it must be."
 
@@ -159,7 +159,7 @@ def _relations(t, d, m):
     if have(d, 'min_text_len', 'max_text_len') and d['max_text_len'] < d['min_text_len']:
         out.append(f'data.max_text_len ({d["max_text_len"]}) must be >= data.min_text_len '
                    f'({d["min_text_len"]})')
-    if d.get('n_speakers', 0) > 1 and m.get('gin_channels', 1) < 1:
+    if d.get('n_speakers', 0) > 1 and m.get('gin_channels', 0) < 1:       # absent: the model's 0
         out.append(f'model.gin_channels must be >= 1 for data.n_speakers = {d["n_speakers"]}: '
                    'with 0 the speaker embedding is never used')
     return out
@@ -455,7 +455,7 @@ class DistributedBucketSampler(DistributedSampler):
 
     def __len__(self): return self.num_samples // self.batch_size
 
-# %% ../nbs/03_data.ipynb #d1f1d0b3
+# %% ../nbs/03_data.ipynb #536c1e7b
 LJSPEECH_URL = 'https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2'
 
 class Prepared(dict):
@@ -566,19 +566,27 @@ def _paths(files, extra=()):
     names = ['train', 'val', 'train_cleaned', 'val_cleaned'][:len(files) - len(extra)] + list(extra)
     return dict(zip(names, files))
 
-def _lj_row(src, f, first):
-    "Why the fields `f` of a metadata.csv line cannot be used (or None), its id, wav and text."
+def _lj_row(src, f):
+    "Why the fields `f` of a metadata.csv line cannot be used (or None), its wav and text."
     uid = f[0].strip()
     text = (f[2] if len(f) > 2 and f[2].strip() else f[1] if len(f) > 1 else '').strip()
     wav = src / 'wavs' / f'{uid}.wav'
     if len(f) > 3: why = f'{len(f)} fields separated by |, expected 3 (id|text|normalized text)'
     elif not uid: why = 'no id'
     elif uid in ('.', '..') or any(c in uid for c in '/\\\0'): why = f'id {uid!r} is no file name'
-    elif uid in first: why = f'duplicate id {uid} (first on line {first[uid]})'
     elif not text: why = 'no text'
     elif not wav.is_file(): why = f'missing wavs/{wav.name}'
     else: why = None
-    return why, uid, wav, text
+    return why, wav, text
+
+def _first_of_each(rows, skipped):
+    "`rows` without those whose id (wav) was used on an earlier kept line."
+    first, kept = {}, []
+    for r in rows:
+        uid = r[1].stem
+        if uid in first: skipped.append((r[0], f'duplicate id {uid} (first on line {first[uid]})'))
+        else: first[uid] = r[0]; kept.append(r)
+    return kept
 
 def prepare_ljspeech(src_dir, out_dir, val_size=100, seed=1234, cleaners=('english_cleaners2',),
                      encoding='utf-8', progress=False):
@@ -588,15 +596,14 @@ def prepare_ljspeech(src_dir, out_dir, val_size=100, seed=1234, cleaners=('engli
     if not meta.is_file():
         raise FileNotFoundError(f'not an LJSpeech folder (no metadata.csv): {src}')
     _check_val_size(val_size)
-    rows, skipped, first, total = [], [], {}, 0               # rows: (line, wav, text)
+    rows, skipped, total = [], [], 0                          # rows: (line, wav, text)
     for n, line, why in _lines(meta, encoding):
         total += 1
-        if not why:
-            why, uid, wav, text = _lj_row(src, line.split('|'), first)
+        if not why: why, wav, text = _lj_row(src, line.split('|'))
         if why: skipped.append((n, why)); continue
-        first[uid] = n
         rows.append((n, wav, text))
     rows = _clean_rows(rows, cleaners, skipped, progress)
+    rows = _first_of_each(rows, skipped)                      # after cleaning: the first usable one
     if not rows: raise _no_rows(f'rows in {meta}', skipped, total)
     train, val = _split(rows, val_size, seed)
     written = _write_all(_lists(out, 'ljs_audio_text', train, val, lambda r, t: f'{r[1]}|{t}'))
