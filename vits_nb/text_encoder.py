@@ -14,45 +14,46 @@ from torch import nn
 import torch.nn.functional as F
 from .commons import LayerNorm, sequence_mask
 
-# %% ../nbs/05_text_encoder.ipynb #5ca01f1c
+# %% ../nbs/05_text_encoder.ipynb #bfaeb91d
 def get_relative_embeddings(emb, length):
-    "Rows of `emb [h, 2w+1, d]` for distances −(length−1)…length−1 → `[h, 2·length−1, d]`, zero beyond the window."
+    "Rows of `emb [h, 2w+1, d]` for distances −(l−1)…l−1 → `[h, 2l−1, d]`, zero beyond the window."
     w = (emb.size(1) - 1) // 2
     pad = max(length - 1 - w, 0)            # zero rows for distances beyond ±w
     start = max(w - (length - 1), 0)        # or drop rows the sequence is too short to use
     if pad: emb = F.pad(emb, (0, 0, pad, pad))
     return emb[:, start:start + 2 * length - 1]
 
-# %% ../nbs/05_text_encoder.ipynb #4b7c5c91
+# %% ../nbs/05_text_encoder.ipynb #7405525e
 def relative_position_to_absolute_position(x):
-    "`x [b, h, l, 2l−1]` indexed by distance (column c ↔ j−i = c−l+1) → `[b, h, l, l]` indexed by key position j."
+    "`x [b, h, l, 2l−1]` by distance (column c ↔ j−i = c−l+1) → `[b, h, l, l]` by key position j."
     b, h, l, _ = x.shape
     x = F.pad(x, (0, 1))                                          # [b, h, l, 2l]
     x = F.pad(x.reshape(b, h, 2 * l * l), (0, l - 1))             # [b, h, (l+1)(2l−1)]
     return x.view(b, h, l + 1, 2 * l - 1)[:, :, :l, l - 1:]      # [b, h, l, l]
 
-# %% ../nbs/05_text_encoder.ipynb #c69ca619
+# %% ../nbs/05_text_encoder.ipynb #1bc87257
 def absolute_position_to_relative_position(x):
-    "`x [b, h, l, l]` indexed by key position j → `[b, h, l, 2l−1]` indexed by distance (column c ↔ j−i = c−l+1)."
+    "`x [b, h, l, l]` by key position j → `[b, h, l, 2l−1]` by distance (column c ↔ j−i = c−l+1)."
     b, h, l, _ = x.shape
     x = F.pad(x, (0, l - 1))                                      # [b, h, l, 2l−1]
     x = F.pad(x.reshape(b, h, l * (2 * l - 1)), (l, 0))           # [b, h, 2l²]
     return x.view(b, h, l, 2 * l)[:, :, :, 1:]                    # [b, h, l, 2l−1]
 
-# %% ../nbs/05_text_encoder.ipynb #d98ce6a5
+# %% ../nbs/05_text_encoder.ipynb #b1360d69
 def add_relative_key_logits(scores, query, emb):
-    "In place: `scores [b, h, l, l]` += q_i·w_{j−i} on the diagonals |j−i| ≤ w. `query [b, h, l, d]`, `emb [h|1, 2w+1, d]`."
+    "In place: `scores [b,h,l,l]` += q_i·w_{j−i}, |j−i| ≤ w. `query [b,h,l,d]`, `emb [h|1,2w+1,d]`"
     w, l = (emb.size(1) - 1) // 2, scores.size(-1)
-    rel = query @ emb.unsqueeze(0).transpose(-2, -1)                      # X[i, r+w] = q_i·w_r   [b, h, l, 2w+1]
+    rel = query @ emb.unsqueeze(0).transpose(-2, -1)          # X[i, r+w] = q_i·w_r  [b, h, l, 2w+1]
     for r in range(-min(w, l - 1), min(w, l - 1) + 1):
         # diagonal r holds (i, i+r): queries i = max(0, −r) … l − 1 − max(0, r)
         scores.diagonal(r, -2, -1).add_(rel[..., max(0, -r):l - max(0, r), r + w])
     return scores
 
 def relative_weights(p_attn, window_size):
-    "`p_attn [b, h, l, l]` → `[b, h, l, 2w+1]`: column r+w holds α_{i, i+r} (zero where key i+r does not exist)."
+    "`p_attn [b, h, l, l]` → `[b, h, l, 2w+1]`: column r+w holds α_{i,i+r} (0: no key i+r)."
     l = p_attn.size(-1)
-    cols = [F.pad(p_attn.diagonal(r, -2, -1), (max(0, -r), max(0, r))) if abs(r) < l else p_attn.new_zeros(p_attn.shape[:-1])
+    cols = [F.pad(p_attn.diagonal(r, -2, -1), (max(0, -r), max(0, r))) if abs(r) < l
+            else p_attn.new_zeros(p_attn.shape[:-1])                 # diagonal r outside [l, l]
             for r in range(-window_size, window_size + 1)]
     return torch.stack(cols, -1)
 
@@ -62,18 +63,19 @@ def attention_bias_proximal(length, dtype=torch.float32, device=None):
     r = torch.arange(length, dtype=dtype, device=device)
     return -torch.log1p((r[None, :] - r[:, None]).abs())[None, None]
 
-# %% ../nbs/05_text_encoder.ipynb #fc731327
+# %% ../nbs/05_text_encoder.ipynb #8a3c23d5
 class MultiHeadAttention(nn.Module):
-    "Multi-head attention over 1-D sequences, with optional windowed relative positions. `x [b, c, t_t]`, `c [b, c, t_s]` → `[b, out, t_t]`."
-    def __init__(self, channels, out_channels, n_heads, p_dropout=0., window_size=None, heads_share=True,
-                 block_length=None, proximal_bias=False, proximal_init=False):
+    "Attention, optional relative positions: `x [b, c, t_t]`, `c [b, c, t_s]` → `[b, out, t_t]`"
+    def __init__(self, channels, out_channels, n_heads, p_dropout=0., window_size=None,
+                 heads_share=True, block_length=None, proximal_bias=False, proximal_init=False):
         super().__init__()
-        if channels % n_heads: raise ValueError(f'channels ({channels}) must be divisible by n_heads ({n_heads})')
+        if channels % n_heads:
+            raise ValueError(f'channels ({channels}) must be divisible by n_heads ({n_heads})')
         self.channels, self.out_channels, self.n_heads = channels, out_channels, n_heads
         self.k_channels = channels // n_heads
         self.window_size, self.heads_share = window_size, heads_share
         self.block_length, self.proximal_bias = block_length, proximal_bias
-        self.attn = None                      # last attention weights [b, h, t_t, t_s], for inspection
+        self.attn = None                      # last attention weights [b, h, t_t, t_s]
         self.conv_q = nn.Conv1d(channels, channels, 1)
         self.conv_k = nn.Conv1d(channels, channels, 1)
         self.conv_v = nn.Conv1d(channels, channels, 1)
@@ -82,32 +84,35 @@ class MultiHeadAttention(nn.Module):
         if window_size is not None:
             n_rel = 1 if heads_share else n_heads
             std = self.k_channels ** -0.5
-            self.emb_rel_k = nn.Parameter(torch.randn(n_rel, 2 * window_size + 1, self.k_channels) * std)
-            self.emb_rel_v = nn.Parameter(torch.randn(n_rel, 2 * window_size + 1, self.k_channels) * std)
+            shape = (n_rel, 2 * window_size + 1, self.k_channels)
+            self.emb_rel_k = nn.Parameter(torch.randn(shape) * std)
+            self.emb_rel_v = nn.Parameter(torch.randn(shape) * std)
         for conv in (self.conv_q, self.conv_k, self.conv_v): nn.init.xavier_uniform_(conv.weight)
-        if proximal_init:                     # start with keys = queries, so q·k favours the diagonal
+        if proximal_init:                     # keys = queries: q·k favours the diagonal
             with torch.no_grad():
-                self.conv_k.weight.copy_(self.conv_q.weight); self.conv_k.bias.copy_(self.conv_q.bias)
+                self.conv_k.weight.copy_(self.conv_q.weight)
+                self.conv_k.bias.copy_(self.conv_q.bias)
 
     def forward(self, x, c, attn_mask=None):
         if x.size(1) != self.channels or c.size(1) != self.channels:
-            raise ValueError(f'expected {self.channels} channels, got x {x.size(1)} and c {c.size(1)}')
+            raise ValueError(f'expected {self.channels} channels, '
+                             f'got x {x.size(1)} and c {c.size(1)}')
         q, k, v = self.conv_q(x), self.conv_k(c), self.conv_v(c)
         x, self.attn = self.attention(q, k, v, mask=attn_mask)
         return self.conv_o(x)
 
     def attention(self, query, key, value, mask=None):
-        "Per-head attention of `query [b, c, t_t]` over `key, value [b, c, t_s]` → (`[b, c, t_t]`, weights `[b, h, t_t, t_s]`)."
+        "`query [b, c, t_t]` over `key, value [b, c, t_s]` → (`[b, c, t_t]`, `α [b, h, t_t, t_s]`)."
         b, d, t_s, t_t = *key.shape, query.size(2)
         h, dk = self.n_heads, self.k_channels
         # [b, h·dk, t] → [b, h, t, dk]
         query = query.view(b, h, dk, t_t).transpose(2, 3) / math.sqrt(dk)
         key = key.view(b, h, dk, t_s).transpose(2, 3)
         value = value.view(b, h, dk, t_s).transpose(2, 3)
-        scores = query @ key.transpose(-2, -1)                                  # q_i·k_j/√d   [b, h, t_t, t_s]
+        scores = query @ key.transpose(-2, -1)                  # q_i·k_j/√d   [b, h, t_t, t_s]
         if self.window_size is not None:
             if t_s != t_t: raise ValueError('relative positions need self-attention (t_s == t_t)')
-            scores = add_relative_key_logits(scores, query, self.emb_rel_k)      # + q_i·a^K_ij/√d
+            scores = add_relative_key_logits(scores, query, self.emb_rel_k)   # + q_i·a^K_ij/√d
         if self.proximal_bias:
             if t_s != t_t: raise ValueError('proximal bias needs self-attention (t_s == t_t)')
             scores = scores + attention_bias_proximal(t_s, scores.dtype, scores.device)
@@ -115,20 +120,22 @@ class MultiHeadAttention(nn.Module):
         if self.block_length is not None:
             band = torch.ones_like(scores).triu(-self.block_length).tril(self.block_length)
             scores = scores.masked_fill(band == 0, -1e4)
-        p_attn = self.drop(F.softmax(scores, dim=-1))                           # α_ij
-        output = p_attn @ value                                                  # Σ_j α_ij v_j
-        if self.window_size is not None:
-            output = output + relative_weights(p_attn, self.window_size) @ self.emb_rel_v.unsqueeze(0)  # + Σ_j α_ij a^V_ij
-        output = output.transpose(2, 3).reshape(b, d, t_t)                       # heads back to channels
+        p_attn = self.drop(F.softmax(scores, dim=-1))           # α_ij
+        output = p_attn @ value                                  # Σ_j α_ij v_j
+        if self.window_size is not None:                         # + Σ_j α_ij a^V_ij
+            rel = relative_weights(p_attn, self.window_size)     # [b, h, t, 2w+1]
+            output = output + rel @ self.emb_rel_v.unsqueeze(0)
+        output = output.transpose(2, 3).reshape(b, d, t_t)       # heads back to channels
         return output, p_attn
 
-# %% ../nbs/05_text_encoder.ipynb #a4cb03a3
+# %% ../nbs/05_text_encoder.ipynb #d8cc11ab
 class FFN(nn.Module):
-    "conv → ReLU (or GELU) → dropout → conv, masked. `x [b, in, t]`, `x_mask [b, 1, t]` → `[b, out, t]`."
-    def __init__(self, in_channels, out_channels, filter_channels, kernel_size, p_dropout=0., activation=None,
-                 causal=False):
+    "conv → ReLU/GELU → dropout → conv, masked. `x [b, in, t]`, `x_mask [b, 1, t]` → `[b, out, t]`"
+    def __init__(self, in_channels, out_channels, filter_channels, kernel_size, p_dropout=0.,
+                 activation=None, causal=False):
         super().__init__()
-        if activation not in (None, 'relu', 'gelu'): raise ValueError(f"activation must be None, 'relu' or 'gelu', got {activation!r}")
+        if activation not in (None, 'relu', 'gelu'):
+            raise ValueError(f"activation must be None, 'relu' or 'gelu', got {activation!r}")
         self.kernel_size, self.activation, self.causal = kernel_size, activation, causal
         self.conv_1 = nn.Conv1d(in_channels, filter_channels, kernel_size)
         self.conv_2 = nn.Conv1d(filter_channels, out_channels, kernel_size)
@@ -140,51 +147,63 @@ class FFN(nn.Module):
 
     def forward(self, x, x_mask):
         x = self.conv_1(self.pad(x * x_mask))
-        x = x * torch.sigmoid(1.702 * x) if self.activation == 'gelu' else torch.relu(x)  # sigmoid approximation of GELU
+        if self.activation == 'gelu': x = x * torch.sigmoid(1.702 * x)   # sigmoid approximation
+        else: x = torch.relu(x)
         x = self.conv_2(self.pad(self.drop(x) * x_mask))
         return x * x_mask
 
-# %% ../nbs/05_text_encoder.ipynb #dfe9df43
+# %% ../nbs/05_text_encoder.ipynb #ee95dc74
 class Encoder(nn.Module):
-    "`n_layers` × (relative-position self-attention, FFN), post-norm residual. `x [b, c, t]`, `x_mask [b, 1, t]` → `[b, c, t]`."
-    def __init__(self, hidden_channels, filter_channels, n_heads, n_layers, kernel_size=1, p_dropout=0., window_size=4):
+    "`n_layers` × (relative self-attention, FFN), post-norm. `x [b, c, t]`, `x_mask [b, 1, t]`"
+    def __init__(self, hidden_channels, filter_channels, n_heads, n_layers, kernel_size=1,
+                 p_dropout=0., window_size=4):
         super().__init__()
         self.hidden_channels, self.n_layers = hidden_channels, n_layers
         self.drop = nn.Dropout(p_dropout)
         self.attn_layers, self.norm_layers_1 = nn.ModuleList(), nn.ModuleList()
         self.ffn_layers, self.norm_layers_2 = nn.ModuleList(), nn.ModuleList()
         for _ in range(n_layers):
-            self.attn_layers.append(MultiHeadAttention(hidden_channels, hidden_channels, n_heads, p_dropout=p_dropout,
+            h = hidden_channels
+            self.attn_layers.append(MultiHeadAttention(h, h, n_heads, p_dropout=p_dropout,
                                                        window_size=window_size))
-            self.norm_layers_1.append(LayerNorm(hidden_channels))
-            self.ffn_layers.append(FFN(hidden_channels, hidden_channels, filter_channels, kernel_size, p_dropout=p_dropout))
+            self.norm_layers_1.append(LayerNorm(h))
+            self.ffn_layers.append(FFN(h, h, filter_channels, kernel_size, p_dropout=p_dropout))
             self.norm_layers_2.append(LayerNorm(hidden_channels))
 
     def forward(self, x, x_mask):
         attn_mask = x_mask.unsqueeze(2) * x_mask.unsqueeze(-1)                 # [b, 1, t, t]
         x = x * x_mask
-        for attn, norm_1, ffn, norm_2 in zip(self.attn_layers, self.norm_layers_1, self.ffn_layers, self.norm_layers_2):
+        layers = zip(self.attn_layers, self.norm_layers_1, self.ffn_layers, self.norm_layers_2)
+        for attn, norm_1, ffn, norm_2 in layers:
             x = norm_1(x + self.drop(attn(x, x, attn_mask)))
             x = norm_2(x + self.drop(ffn(x, x_mask)))
         return x * x_mask
 
-# %% ../nbs/05_text_encoder.ipynb #8fc98093
+# %% ../nbs/05_text_encoder.ipynb #7183d0bc
 class TextEncoder(nn.Module):
-    "Symbols `x [b, t]` (int), `x_lengths [b]` → (`h_text [b, hidden, t]`, `m_p`, `logs_p [b, out, t]`, `x_mask [b, 1, t]`)."
-    def __init__(self, n_vocab, out_channels, hidden_channels, filter_channels, n_heads, n_layers, kernel_size, p_dropout):
+    "`x [b, t]` ids, `x_lengths [b]` → (`h_text [b, h, t]`, `m_p`, `logs_p [b, out, t]`, `x_mask`)"
+    def __init__(self, n_vocab, out_channels, hidden_channels, filter_channels, n_heads, n_layers,
+                 kernel_size, p_dropout):
         super().__init__()
-        self.n_vocab, self.out_channels, self.hidden_channels = n_vocab, out_channels, hidden_channels
+        self.n_vocab, self.out_channels = n_vocab, out_channels
+        self.hidden_channels = hidden_channels
         self.emb = nn.Embedding(n_vocab, hidden_channels)
         nn.init.normal_(self.emb.weight, 0.0, hidden_channels ** -0.5)
-        self.encoder = Encoder(hidden_channels, filter_channels, n_heads, n_layers, kernel_size, p_dropout)
+        self.encoder = Encoder(hidden_channels, filter_channels, n_heads, n_layers, kernel_size,
+                               p_dropout)
         self.proj = nn.Conv1d(hidden_channels, out_channels * 2, 1)
 
     def forward(self, x, x_lengths):
-        if x.dim() != 2 or x.dtype.is_floating_point: raise ValueError(f'x must be integer symbol ids [b, t], got {x.dtype} {tuple(x.shape)}')
-        if x_lengths.shape != x.shape[:1]: raise ValueError(f'x_lengths must be [{x.size(0)}], got {tuple(x_lengths.shape)}')
-        if int(x_lengths.max()) > x.size(1): raise ValueError(f'x_lengths ({int(x_lengths.max())}) exceed the padded length {x.size(1)}')
+        if x.dim() != 2 or x.dtype.is_floating_point:
+            raise ValueError(f'x must be integer symbol ids [b, t], got {x.dtype} {tuple(x.shape)}')
+        if x_lengths.shape != x.shape[:1]:
+            raise ValueError(f'x_lengths must be [{x.size(0)}], got {tuple(x_lengths.shape)}')
+        if int(x_lengths.max()) > x.size(1):
+            raise ValueError(f'x_lengths ({int(x_lengths.max())}) exceed the padded length '
+                             f'{x.size(1)}')
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.n_vocab):
-            raise ValueError(f'symbol ids must lie in [0, {self.n_vocab}), got [{int(x.min())}, {int(x.max())}]')
+            raise ValueError(f'symbol ids must lie in [0, {self.n_vocab}), '
+                             f'got [{int(x.min())}, {int(x.max())}]')
         x = self.emb(x).transpose(1, 2) * math.sqrt(self.hidden_channels)     # [b, h, t]
         x_mask = sequence_mask(x_lengths, x.size(2)).unsqueeze(1).to(x.dtype)  # [b, 1, t]
         x = self.encoder(x * x_mask, x_mask)                                   # h_text
