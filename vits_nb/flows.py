@@ -18,21 +18,24 @@ class Flip(nn.Module):
         if reverse: return x
         return x, torch.zeros(x.size(0), dtype=x.dtype, device=x.device)
 
-# %% ../nbs/07_flows.ipynb #709708db
+# %% ../nbs/07_flows.ipynb #f3ac803c
 class ResidualCouplingLayer(nn.Module):
-    "Affine coupling on channel halves, conditioned by `WN`. forward → `(x, logdet [b])`; reverse → `x`."
-    def __init__(self, channels, hidden_channels, kernel_size, dilation_rate, n_layers, p_dropout=0, gin_channels=0,
-                 mean_only=False):
+    "Affine coupling of channel halves, conditioned by `WN`. → `(x, logdet [b])`; reverse → `x`"
+    def __init__(self, channels, hidden_channels, kernel_size, dilation_rate, n_layers, p_dropout=0,
+                 gin_channels=0, mean_only=False):
         super().__init__()
-        if channels % 2: raise ValueError(f'channels must be even to split in halves, got {channels}')
+        if channels % 2:
+            raise ValueError(f'channels must be even to split in halves, got {channels}')
         self.channels, self.half_channels, self.mean_only = channels, channels // 2, mean_only
         self.pre = nn.Conv1d(self.half_channels, hidden_channels, 1)
-        self.enc = WN(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=gin_channels, p_dropout=p_dropout)
+        self.enc = WN(hidden_channels, kernel_size, dilation_rate, n_layers,
+                      gin_channels=gin_channels, p_dropout=p_dropout)
         self.post = nn.Conv1d(hidden_channels, self.half_channels * (2 - mean_only), 1)
-        self.post.weight.data.zero_(); self.post.bias.data.zero_()   # each coupling starts as the identity
+        self.post.weight.data.zero_(); self.post.bias.data.zero_()   # starts as the identity
 
     def forward(self, x, x_mask, g=None, reverse=False):
-        if x.size(1) != self.channels: raise ValueError(f'expected {self.channels} channels, got {x.size(1)}')
+        if x.size(1) != self.channels:
+            raise ValueError(f'expected {self.channels} channels, got {x.size(1)}')
         x0, x1 = torch.split(x, [self.half_channels] * 2, 1)
         h = self.enc(self.pre(x0) * x_mask, x_mask, g=g)
         stats = self.post(h) * x_mask
@@ -44,14 +47,16 @@ class ResidualCouplingLayer(nn.Module):
         x1 = (x1 - m) * torch.exp(-logs) * x_mask                        # x_1 = (y_1 − m)/s
         return torch.cat([x0, x1], 1)
 
-# %% ../nbs/07_flows.ipynb #5f154b30
+# %% ../nbs/07_flows.ipynb #051ec3bb
 class ResidualCouplingBlock(nn.Module):
-    "The prior flow $f_θ$: `n_flows` × (mean-only coupling, flip). `x [b, c, t]` → `z_p` (or back with `reverse`)."
-    def __init__(self, channels, hidden_channels, kernel_size, dilation_rate, n_layers, n_flows=4, gin_channels=0):
+    "The prior flow $f_θ$: `n_flows` × (mean-only coupling, flip). `x [b, c, t]` → `z_p`, or back"
+    def __init__(self, channels, hidden_channels, kernel_size, dilation_rate, n_layers, n_flows=4,
+                 gin_channels=0):
         super().__init__()
         self.flows = nn.ModuleList()
         for _ in range(n_flows):
-            self.flows.append(ResidualCouplingLayer(channels, hidden_channels, kernel_size, dilation_rate, n_layers,
+            self.flows.append(ResidualCouplingLayer(channels, hidden_channels, kernel_size,
+                                                    dilation_rate, n_layers,
                                                     gin_channels=gin_channels, mean_only=True))
             self.flows.append(Flip())
 
