@@ -8,8 +8,8 @@ raises, exits (`SystemExit` from a CLI entry point left runnable in a kernel) or
 fails it when its PNG is smaller than the figure standard in CONTRIBUTING.md (figsize >= (8, 3) at dpi >= 100).
 
 One pytest item per notebook, so `pytest -n 2` spreads them over the cores. Per-cell times are written to
-`.cache/runall/<notebook>.json` (git-ignored), the executed notebook of a failure to `.cache/runall/<notebook>.ipynb`."""
-import base64, json, os, struct, time
+`.cache/runall/<notebook>.json` (git-ignored), the executed notebook to `.cache/runall/<notebook>.ipynb`."""
+import base64, json, os, re, struct, time
 from pathlib import Path
 import pytest
 
@@ -85,12 +85,13 @@ def test_run_all(path, monkeypatch):
         err = e
     if err is not None:
         nbformat.write(nb, OUT / path.name)
-        raise AssertionError(f'{path.name}: Run All stopped at a cell that raised or exited:\n{str(err)[-4000:]}')
+        msg = re.sub(r'\x1b\[[0-9;]*m', '', str(err))     # IPython's colours
+        raise AssertionError(f'{path.name}: Run All stopped at a cell that raised or exited:\n{msg[-4000:]}')
     rows = cell_seconds(nb)
     (OUT / f'{path.stem}.json').write_text(json.dumps(
         {'notebook': path.name, 'wall_seconds': round(secs, 1), 'cells': rows}, indent=0))
     slow = sorted(rows, key=lambda r: -r[1])[:3]
     print(f'{path.name}: {secs:.1f} s; slowest cells: {slow}')
     bad = problems(nb)
-    if bad: nbformat.write(nb, OUT / path.name)
+    nbformat.write(nb, OUT / path.name)                   # the executed notebook, to look at
     assert not bad, f'{path.name}:\n' + '\n\n'.join(bad)

@@ -14,19 +14,22 @@ import torch.nn.functional as F
 from .commons import LayerNorm
 from .flows import Flip
 
-# %% ../nbs/09_duration.ipynb #9323e1f9
+# %% ../nbs/09_duration.ipynb #13c6bb80
 def _rq_spline(x, uw, uh, ud, inverse, bound, min_w, min_h, min_d):
-    "Monotonic rational-quadratic spline on `[-bound, bound]`; `x` must lie inside. Returns `(y, log|dy/dx|)`."
+    "Monotonic RQ spline on `[-bound, bound]` (`x` must lie inside) → `(y, log|dy/dx|)`."
     K = uw.shape[-1]
-    def knots(u, min_size):                                        # K sizes → K+1 knots from -B to B
+    # K sizes → K+1 knots from -B to B
+    def knots(u, min_size):
         size = min_size + (1 - min_size * K) * F.softmax(u, -1)
         inner = torch.cumsum(size, -1)[..., :-1] * 2 * bound - bound
         edge = torch.full_like(inner[..., :1], bound)
         return torch.cat([-edge, inner, edge], -1)
     xk, yk = knots(uw, min_w), knots(uh, min_h)
-    delta = F.pad(min_d + F.softplus(ud), (1, 1), value=1.0)      # δ = 1 at ±B matches the identity tails
+    # δ = 1 at ±B matches the identity tails
+    delta = F.pad(min_d + F.softplus(ud), (1, 1), value=1.0)
     # bin k: number of interior knots ≤ x (in y-space for the inverse)
-    k = torch.searchsorted((yk if inverse else xk)[..., 1:-1].contiguous(), x.unsqueeze(-1).contiguous(), right=True)
+    k = torch.searchsorted((yk if inverse else xk)[..., 1:-1].contiguous(),
+                           x.unsqueeze(-1).contiguous(), right=True)
     at = lambda t: t.gather(-1, k).squeeze(-1)
     x_k, y_k = at(xk[..., :-1]), at(yk[..., :-1])
     w_k, h_k = at(xk[..., 1:] - xk[..., :-1]), at(yk[..., 1:] - yk[..., :-1])
@@ -46,27 +49,32 @@ def _rq_spline(x, uw, uh, ud, inverse, bound, min_w, min_h, min_d):
     logabsdet = torch.log(dydx)
     return out, (-logabsdet if inverse else logabsdet)
 
-def piecewise_rational_quadratic_transform(inputs, unnormalized_widths, unnormalized_heights, unnormalized_derivatives,
-                                           inverse=False, tails='linear', tail_bound=5.0, min_bin_width=1e-3,
-                                           min_bin_height=1e-3, min_derivative=1e-3):
-    "Elementwise RQ spline with identity tails. inputs `[...]`, widths/heights `[..., K]`, derivatives `[..., K-1]` → `(outputs, logabsdet)`."
+def piecewise_rational_quadratic_transform(inputs, unnormalized_widths, unnormalized_heights,
+                                           unnormalized_derivatives, inverse=False, tails='linear',
+                                           tail_bound=5.0, min_bin_width=1e-3, min_bin_height=1e-3,
+                                           min_derivative=1e-3):
+    """Elementwise RQ spline with identity tails: inputs `[...]`, widths/heights `[..., K]`,
+    derivatives `[..., K-1]` → `(outputs, logabsdet)`."""
     if tails != 'linear': raise ValueError(f"only tails='linear' is supported, got {tails!r}")
     K = unnormalized_widths.shape[-1]
-    for name, t, n in [('unnormalized_widths', unnormalized_widths, K), ('unnormalized_heights', unnormalized_heights, K),
+    for name, t, n in [('unnormalized_widths', unnormalized_widths, K),
+                       ('unnormalized_heights', unnormalized_heights, K),
                        ('unnormalized_derivatives', unnormalized_derivatives, K - 1)]:
         if t.shape != (*inputs.shape, n):
-            raise ValueError(f'{name} must have shape {(*inputs.shape, n)} (inputs shape + [{n}]), got {tuple(t.shape)}')
+            raise ValueError(f'{name} must have shape {(*inputs.shape, n)} (inputs shape + [{n}]), '
+                             f'got {tuple(t.shape)}')
     if min_bin_width * K > 1 or min_bin_height * K > 1:
         raise ValueError(f'min_bin_width/min_bin_height × {K} bins must be ≤ 1')
     inside = (inputs >= -tail_bound) & (inputs <= tail_bound)
-    # evaluate the spline on clamped inputs (keeps gradients finite), keep it only inside the interval
-    y, logabsdet = _rq_spline(inputs.clamp(-tail_bound, tail_bound), unnormalized_widths, unnormalized_heights,
-                              unnormalized_derivatives, inverse, tail_bound, min_bin_width, min_bin_height, min_derivative)
+    # evaluate the spline on clamped inputs (keeps gradients finite), keep it only inside
+    y, logabsdet = _rq_spline(inputs.clamp(-tail_bound, tail_bound), unnormalized_widths,
+                              unnormalized_heights, unnormalized_derivatives, inverse, tail_bound,
+                              min_bin_width, min_bin_height, min_derivative)
     return torch.where(inside, y, inputs), torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
 
-# %% ../nbs/09_duration.ipynb #436c714a
+# %% ../nbs/09_duration.ipynb #0c2f7ff2
 class DDSConv(nn.Module):
-    "Dilated depth-separable conv stack: `x [b, c, t]`, `x_mask [b, 1, t]`, optional `g [b, c, t|1]` added first."
+    "Dilated depth-separable conv stack: `x [b, c, t]`, `x_mask [b, 1, t]`, optional `g` added."
     def __init__(self, channels, kernel_size, n_layers, p_dropout=0):
         super().__init__()
         self.n_layers = n_layers
@@ -75,8 +83,8 @@ class DDSConv(nn.Module):
         self.norms_1, self.norms_2 = nn.ModuleList(), nn.ModuleList()
         for i in range(n_layers):
             d = kernel_size ** i
-            self.convs_sep.append(nn.Conv1d(channels, channels, kernel_size, groups=channels, dilation=d,
-                                            padding=(kernel_size * d - d) // 2))
+            self.convs_sep.append(nn.Conv1d(channels, channels, kernel_size, groups=channels,
+                                            dilation=d, padding=(kernel_size * d - d) // 2))
             self.convs_1x1.append(nn.Conv1d(channels, channels, 1))
             self.norms_1.append(LayerNorm(channels)); self.norms_2.append(LayerNorm(channels))
 
@@ -88,12 +96,14 @@ class DDSConv(nn.Module):
             x = x + self.drop(y)
         return x * x_mask
 
-# %% ../nbs/09_duration.ipynb #8907f241
+# %% ../nbs/09_duration.ipynb #3775116c
 class ConvFlow(nn.Module):
-    "Spline coupling on 2 channel halves, conditioned by DDSConv. forward → `(x, logdet [b])`; reverse → `x`."
-    def __init__(self, in_channels, filter_channels, kernel_size, n_layers, num_bins=10, tail_bound=5.0):
+    "Spline coupling of 2 channel halves, conditioned by DDSConv: `(x, logdet [b])`, reverse `x`."
+    def __init__(self, in_channels, filter_channels, kernel_size, n_layers, num_bins=10,
+                 tail_bound=5.0):
         super().__init__()
-        if in_channels % 2: raise ValueError(f'in_channels must be even to split in halves, got {in_channels}')
+        if in_channels % 2:
+            raise ValueError(f'in_channels must be even to split in halves, got {in_channels}')
         self.filter_channels, self.num_bins, self.tail_bound = filter_channels, num_bins, tail_bound
         self.half_channels = in_channels // 2
         self.pre = nn.Conv1d(self.half_channels, filter_channels, 1)
@@ -108,7 +118,8 @@ class ConvFlow(nn.Module):
         h = h.reshape(b, c, -1, t).permute(0, 1, 3, 2)                   # [b, c, t, 3K-1]
         K, scale = self.num_bins, math.sqrt(self.filter_channels)
         x1, logabsdet = piecewise_rational_quadratic_transform(
-            x1, h[..., :K] / scale, h[..., K:2 * K] / scale, h[..., 2 * K:], inverse=reverse, tail_bound=self.tail_bound)
+            x1, h[..., :K] / scale, h[..., K:2 * K] / scale, h[..., 2 * K:], inverse=reverse,
+            tail_bound=self.tail_bound)
         x = torch.cat([x0, x1], 1) * x_mask
         if reverse: return x
         return x, torch.sum(logabsdet * x_mask, [1, 2])
@@ -134,20 +145,23 @@ class Log(nn.Module):
         y = torch.log(torch.clamp_min(x, 1e-5)) * x_mask
         return y, torch.sum(-y, [1, 2])
 
-# %% ../nbs/09_duration.ipynb #e591d37d
+# %% ../nbs/09_duration.ipynb #40a2336b
 class StochasticDurationPredictor(nn.Module):
-    "Flow-based duration model. forward: NLL bound `[b]` for durations `w [b,1,t]`; reverse: `logw [b,1,t]`."
-    def __init__(self, in_channels, filter_channels, kernel_size, p_dropout, n_flows=4, gin_channels=0):
+    "Flow duration model: NLL bound `[b]` of durations `w [b,1,t]`; reverse → `logw [b,1,t]`."
+    def __init__(self, in_channels, filter_channels, kernel_size, p_dropout, n_flows=4,
+                 gin_channels=0):
         super().__init__()
         # the official model is always built with filter_channels == in_channels (192)
         self.log_flow = Log()
         self.flows = nn.ModuleList([ElementwiseAffine(2)])
-        for _ in range(n_flows): self.flows.extend([ConvFlow(2, filter_channels, kernel_size, n_layers=3), Flip()])
+        for _ in range(n_flows):
+            self.flows.extend([ConvFlow(2, filter_channels, kernel_size, n_layers=3), Flip()])
         self.post_pre = nn.Conv1d(1, filter_channels, 1)
         self.post_proj = nn.Conv1d(filter_channels, filter_channels, 1)
         self.post_convs = DDSConv(filter_channels, kernel_size, n_layers=3, p_dropout=p_dropout)
         self.post_flows = nn.ModuleList([ElementwiseAffine(2)])
-        for _ in range(4): self.post_flows.extend([ConvFlow(2, filter_channels, kernel_size, n_layers=3), Flip()])
+        for _ in range(4):
+            self.post_flows.extend([ConvFlow(2, filter_channels, kernel_size, n_layers=3), Flip()])
         self.pre = nn.Conv1d(in_channels, filter_channels, 1)
         self.proj = nn.Conv1d(filter_channels, filter_channels, 1)
         self.convs = DDSConv(filter_channels, kernel_size, n_layers=3, p_dropout=p_dropout)
@@ -163,12 +177,15 @@ class StochasticDurationPredictor(nn.Module):
         h = self.condition(x, x_mask, g)
         if reverse:
             flows = list(reversed(self.flows))
-            flows = flows[:-2] + flows[-1:]          # drop the first ConvFlow: it only changes ν (see above)
+            # drop the first ConvFlow: it only changes ν (see above)
+            flows = flows[:-2] + flows[-1:]
             z = torch.randn(x.size(0), 2, x.size(2), device=x.device, dtype=x.dtype) * noise_scale
             for flow in flows: z = flow(z, x_mask, g=h, reverse=True)
             return z[:, :1]                          # logw = log(d - u)
         if w is None: raise ValueError('w (durations [b, 1, t]) is required unless reverse=True')
-        if w.shape != x_mask.shape: raise ValueError(f'w must have shape {tuple(x_mask.shape)} like x_mask, got {tuple(w.shape)}')
+        if w.shape != x_mask.shape:
+            raise ValueError(f'w must have shape {tuple(x_mask.shape)} like x_mask, '
+                             f'got {tuple(w.shape)}')
         # q(u, ν | d, c): noise → posterior flows, conditioned on text and durations
         h_w = self.post_proj(self.post_convs(self.post_pre(w), x_mask)) * x_mask
         e_q = torch.randn(w.size(0), 2, w.size(2), device=x.device, dtype=x.dtype) * x_mask
@@ -185,17 +202,19 @@ class StochasticDurationPredictor(nn.Module):
         for flow in self.flows:
             z, ld = flow(z, x_mask, g=h); logdet = logdet + ld
         nll = torch.sum(0.5 * (math.log(2 * math.pi) + z ** 2) * x_mask, [1, 2]) - logdet
-        return nll + log_q                                                         # −(log p − log q), [b]
+        # −(log p − log q), [b]
+        return nll + log_q
 
-# %% ../nbs/09_duration.ipynb #afde9317
+# %% ../nbs/09_duration.ipynb #a1a4cf56
 class DurationPredictor(nn.Module):
-    "Deterministic log-duration regressor: `x [b, in, t]`, `x_mask [b, 1, t]`, optional `g` → `logw [b, 1, t]`."
+    "Deterministic log-duration regressor: `x [b, in, t]`, `x_mask [b, 1, t]` → `logw [b, 1, t]`."
     def __init__(self, in_channels, filter_channels, kernel_size, p_dropout, gin_channels=0):
         super().__init__()
         self.drop = nn.Dropout(p_dropout)
         self.conv_1 = nn.Conv1d(in_channels, filter_channels, kernel_size, padding=kernel_size // 2)
         self.norm_1 = LayerNorm(filter_channels)
-        self.conv_2 = nn.Conv1d(filter_channels, filter_channels, kernel_size, padding=kernel_size // 2)
+        self.conv_2 = nn.Conv1d(filter_channels, filter_channels, kernel_size,
+                                padding=kernel_size // 2)
         self.norm_2 = LayerNorm(filter_channels)
         self.proj = nn.Conv1d(filter_channels, 1, 1)
         if gin_channels: self.cond = nn.Conv1d(gin_channels, in_channels, 1)

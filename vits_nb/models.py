@@ -24,41 +24,53 @@ from .decoder import Generator
 # %% ../nbs/12_model.ipynb #da814319
 from .mas import log_likelihood_matrix as alignment_log_likelihood
 
-# %% ../nbs/12_model.ipynb #6bfb9b20
+# %% ../nbs/12_model.ipynb #0638f1d0
 class SynthesizerTrn(nn.Module):
-    "VITS generator for training and inference (official constructor arguments and `state_dict` layout)."
-    def __init__(self, n_vocab, spec_channels, segment_size, inter_channels, hidden_channels, filter_channels,
+    "VITS generator for training and inference (official constructor arguments and state dict)."
+    def __init__(self, n_vocab, spec_channels, segment_size, inter_channels, hidden_channels,
+                 filter_channels,
                  n_heads, n_layers, kernel_size, p_dropout, resblock, resblock_kernel_sizes,
-                 resblock_dilation_sizes, upsample_rates, upsample_initial_channel, upsample_kernel_sizes,
-                 n_speakers=0, gin_channels=0, use_sdp=True, **kwargs):
+                 resblock_dilation_sizes, upsample_rates, upsample_initial_channel,
+                 upsample_kernel_sizes, n_speakers=0, gin_channels=0, use_sdp=True, **kwargs):
         super().__init__()
         self.n_vocab, self.spec_channels, self.segment_size = n_vocab, spec_channels, segment_size
         self.inter_channels, self.hidden_channels = inter_channels, hidden_channels
         self.n_speakers, self.gin_channels, self.use_sdp = n_speakers, gin_channels, use_sdp
         self.hop_length = 1
         for r in upsample_rates: self.hop_length *= r
-        self.enc_p = TextEncoder(n_vocab, inter_channels, hidden_channels, filter_channels, n_heads, n_layers, kernel_size, p_dropout)
-        self.dec = Generator(inter_channels, resblock, resblock_kernel_sizes, resblock_dilation_sizes, upsample_rates,
-                             upsample_initial_channel, upsample_kernel_sizes, gin_channels=gin_channels)
-        self.enc_q = PosteriorEncoder(spec_channels, inter_channels, hidden_channels, 5, 1, 16, gin_channels=gin_channels)
-        self.flow = ResidualCouplingBlock(inter_channels, hidden_channels, 5, 1, 4, gin_channels=gin_channels)
-        # the official code passes 192 here but its SDP then uses in_channels as its width: we pass that width directly
-        if use_sdp: self.dp = StochasticDurationPredictor(hidden_channels, hidden_channels, 3, 0.5, 4, gin_channels=gin_channels)
+        self.enc_p = TextEncoder(n_vocab, inter_channels, hidden_channels, filter_channels, n_heads,
+                                 n_layers, kernel_size, p_dropout)
+        self.dec = Generator(inter_channels, resblock, resblock_kernel_sizes,
+                             resblock_dilation_sizes, upsample_rates,
+                             upsample_initial_channel, upsample_kernel_sizes,
+                             gin_channels=gin_channels)
+        self.enc_q = PosteriorEncoder(spec_channels, inter_channels, hidden_channels, 5, 1, 16,
+                                      gin_channels=gin_channels)
+        self.flow = ResidualCouplingBlock(inter_channels, hidden_channels, 5, 1, 4,
+                                          gin_channels=gin_channels)
+        # the official code passes 192 here but its SDP then uses in_channels as its width:
+        # we pass that width directly
+        if use_sdp:
+            self.dp = StochasticDurationPredictor(hidden_channels, hidden_channels, 3, 0.5, 4,
+                                                  gin_channels=gin_channels)
         else: self.dp = DurationPredictor(hidden_channels, 256, 3, 0.5, gin_channels=gin_channels)
         if n_speakers > 1: self.emb_g = nn.Embedding(n_speakers, gin_channels)
 
     def speaker_embedding(self, sid):
-        "Global conditioning `g [b, gin, 1]` for speaker ids `sid [b]` (None for single-speaker models)."
+        "Global conditioning `g [b, gin, 1]` for speaker ids `sid [b]` (None if single-speaker)."
         if self.n_speakers <= 1:
-            if sid is not None: raise ValueError('this is a single-speaker model: do not pass a speaker id')
+            if sid is not None:
+                raise ValueError('this is a single-speaker model: do not pass a speaker id')
             return None
-        if sid is None: raise ValueError(f'this model has {self.n_speakers} speakers: pass a speaker id (sid)')
+        if sid is None:
+            raise ValueError(f'this model has {self.n_speakers} speakers: pass a speaker id (sid)')
         sid = torch.as_tensor(sid, device=self.emb_g.weight.device).long().view(-1)
         if (sid < 0).any() or (sid >= self.n_speakers).any():
-            raise ValueError(f'speaker id {sid.tolist()} out of range: the model has speakers 0..{self.n_speakers - 1}')
+            raise ValueError(f'speaker id {sid.tolist()} out of range: the model has speakers '
+                             f'0..{self.n_speakers - 1}')
         return self.emb_g(sid).unsqueeze(-1)
 
-# %% ../nbs/12_model.ipynb #9b00ccc6
+# %% ../nbs/12_model.ipynb #fb0451b1
 @torch.no_grad()
 def _search_alignment(z_p, m_p, logs_p, x_mask, y_mask):
     "MAS on the prior likelihood of `z_p`: returns `attn [b, 1, t_y, t_x]` (no gradient)."
@@ -67,17 +79,20 @@ def _search_alignment(z_p, m_p, logs_p, x_mask, y_mask):
     return maximum_path(neg_cent, attn_mask.squeeze(1)).unsqueeze(1).detach()
 
 def _expand(attn, stats):
-    "Token statistics `[b, d, t_x]` → frame statistics `[b, d, t_y]` through `attn [b, 1, t_y, t_x]`."
+    "Token statistics `[b, d, t_x]` → frame statistics `[b, d, t_y]` by `attn [b, 1, t_y, t_x]`."
     return torch.matmul(attn.squeeze(1), stats.transpose(1, 2)).transpose(1, 2)
 
 class MissingModulesError(RuntimeError): pass
 
 def require_modules(model, what, prefixes=None):
-    "Raise a clear error if `model` lacks trained weights that `what` needs (e.g. a voice imported from inference-only ONNX)."
-    missing = [m for m in getattr(model, 'missing_modules', ()) if prefixes is None or m.startswith(tuple(prefixes))]
+    """Raise a clear error if `model` lacks trained weights that `what` needs
+    (e.g. a voice imported from an inference-only ONNX file)."""
+    missing = [m for m in getattr(model, 'missing_modules', ()) if prefixes is None
+               or m.startswith(tuple(prefixes))]
     if missing:
-        raise MissingModulesError(f'{what} needs {", ".join(missing)}, which this model lacks: it was imported from an '
-                                  f'inference-only voice file, so these modules hold untrained weights')
+        raise MissingModulesError(f'{what} needs {", ".join(missing)}, which this model lacks: '
+                                  'it was imported from an inference-only voice file, so these '
+                                  'modules hold untrained weights')
 
 def _forward(self, x, x_lengths, y, y_lengths, sid=None):
     "Training pass. x: ids `[b, t_x]`, y: linear spec `[b, spec_channels, t_y]`."
@@ -101,9 +116,11 @@ def _forward(self, x, x_lengths, y, y_lengths, sid=None):
 
 SynthesizerTrn.forward = _forward
 
-# %% ../nbs/12_model.ipynb #c102bdcc
-def _infer(self, x, x_lengths, sid=None, noise_scale=.667, length_scale=1., noise_scale_w=.8, max_len=None, w=None):
-    "Text ids `[b, t_x]` → audio `[b, 1, t]`, attn, y_mask, (z, z_p, m_p, logs_p). `w` overrides the predicted durations."
+# %% ../nbs/12_model.ipynb #bc0f1beb
+def _infer(self, x, x_lengths, sid=None, noise_scale=.667, length_scale=1., noise_scale_w=.8,
+           max_len=None, w=None):
+    """Text ids `[b, t_x]` → audio `[b, 1, t]`, attn, y_mask, (z, z_p, m_p, logs_p).
+    `w` overrides the predicted durations."""
     x, m_p, logs_p, x_mask = self.enc_p(x, x_lengths)
     g = self.speaker_embedding(sid)
     if w is None:
@@ -122,7 +139,8 @@ def _infer(self, x, x_lengths, sid=None, noise_scale=.667, length_scale=1., nois
     return o, attn, y_mask, (z, z_p, m_p, logs_p)
 
 def _voice_conversion(self, y, y_lengths, sid_src, sid_tgt):
-    "Posterior of `y` under speaker `sid_src`, mapped through the flow to the speaker-free `z_p`, then back under `sid_tgt`."
+    """Posterior of `y` under speaker `sid_src`, mapped through the flow to the speaker-free `z_p`,
+    then back under `sid_tgt`."""
     if self.n_speakers <= 1: raise ValueError('voice conversion needs a multi-speaker model')
     require_modules(self, 'voice conversion', ['enc_q'])
     g_src, g_tgt = self.speaker_embedding(sid_src), self.speaker_embedding(sid_tgt)
@@ -134,7 +152,7 @@ def _voice_conversion(self, y, y_lengths, sid_src, sid_tgt):
 
 SynthesizerTrn.infer, SynthesizerTrn.voice_conversion = _infer, _voice_conversion
 
-# %% ../nbs/12_model.ipynb #49f30f7a
+# %% ../nbs/12_model.ipynb #ee6bc606
 from .text import symbols
 from .data import load_config, HParams, atomic_torch_save
 
@@ -143,28 +161,32 @@ def model_from_config(hps):
     if isinstance(hps, (str, Path)): hps = load_config(hps)
     elif isinstance(hps, dict): hps = HParams(**hps)
     model = dict(hps.model.items())
-    n_vocab = model.pop('n_vocab', len(symbols))   # official configs: the 178 symbols; Piper voices: their own map
-    return SynthesizerTrn(n_vocab, hps.data.filter_length // 2 + 1, hps.train.segment_size // hps.data.hop_length,
+    # official configs: the 178 symbols; Piper voices: their own map
+    n_vocab = model.pop('n_vocab', len(symbols))
+    return SynthesizerTrn(n_vocab, hps.data.filter_length // 2 + 1,
+                          hps.train.segment_size // hps.data.hop_length,
                           n_speakers=hps.data.n_speakers, **model)
 
-# %% ../nbs/12_model.ipynb #15abed49
+# %% ../nbs/12_model.ipynb #3efa76ba
 def tiny_config(n_speakers=0, use_sdp=True):
     "A few-thousand-parameter config with the official structure, for tests and lessons."
     return HParams(**{
-        'train': {'segment_size': 1024, 'seed': 1234, 'learning_rate': 2e-4, 'betas': [0.8, 0.99], 'eps': 1e-9,
-                  'batch_size': 2, 'lr_decay': 0.999875, 'c_mel': 45, 'c_kl': 1.0, 'fp16_run': False},
-        'data': {'sampling_rate': 22050, 'filter_length': 1024, 'hop_length': 256, 'win_length': 1024,
-                 'n_mel_channels': 80, 'mel_fmin': 0.0, 'mel_fmax': None, 'add_blank': True,
-                 'n_speakers': n_speakers, 'cleaned_text': True, 'text_cleaners': ['english_cleaners2'],
-                 'max_wav_value': 32768.0},
-        'model': {'inter_channels': 16, 'hidden_channels': 16, 'filter_channels': 32, 'n_heads': 2, 'n_layers': 1,
-                  'kernel_size': 3, 'p_dropout': 0.1, 'resblock': '2', 'resblock_kernel_sizes': [3],
+        'train': {'segment_size': 1024, 'seed': 1234, 'learning_rate': 2e-4, 'betas': [0.8, 0.99],
+                  'eps': 1e-9, 'batch_size': 2, 'lr_decay': 0.999875, 'c_mel': 45, 'c_kl': 1.0,
+                  'fp16_run': False},
+        'data': {'sampling_rate': 22050, 'filter_length': 1024, 'hop_length': 256,
+                 'win_length': 1024, 'n_mel_channels': 80, 'mel_fmin': 0.0, 'mel_fmax': None,
+                 'add_blank': True, 'n_speakers': n_speakers, 'cleaned_text': True,
+                 'text_cleaners': ['english_cleaners2'], 'max_wav_value': 32768.0},
+        'model': {'inter_channels': 16, 'hidden_channels': 16, 'filter_channels': 32, 'n_heads': 2,
+                  'n_layers': 1, 'kernel_size': 3, 'p_dropout': 0.1, 'resblock': '2',
+                  'resblock_kernel_sizes': [3],
                   'resblock_dilation_sizes': [[1, 3]], 'upsample_rates': [8, 8, 2, 2],
                   'upsample_initial_channel': 32, 'upsample_kernel_sizes': [16, 16, 4, 4],
                   'n_layers_q': 3, 'use_spectral_norm': False, 'use_sdp': use_sdp,
                   'gin_channels': 8 if n_speakers else 0}})
 
-# %% ../nbs/12_model.ipynb #86fb3fe8
+# %% ../nbs/12_model.ipynb #60caee12
 def save_checkpoint(model, optimizer, learning_rate, iteration, path):
     "Write an official-format checkpoint atomically."
     model = getattr(model, 'module', model)
@@ -174,25 +196,32 @@ def save_checkpoint(model, optimizer, learning_rate, iteration, path):
     return atomic_torch_save(state, path)
 
 def read_checkpoint(path):
-    "Load a checkpoint file safely; returns `(state_dict, meta)` with DDP `module.` prefixes removed."
+    "Load a checkpoint file safely → `(state_dict, meta)`, DDP `module.` prefixes removed."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'checkpoint not found: {path}')
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e: raise ValueError(f'cannot read checkpoint {path}: {e}') from e
-    if isinstance(ckpt, dict) and 'model' in ckpt: sd, meta = ckpt['model'], {k: v for k, v in ckpt.items() if k != 'model'}
-    elif isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values()): sd, meta = ckpt, {}
-    else: raise ValueError(f'{path} is not a VITS checkpoint (expected a state dict or a dict with a "model" entry)')
-    if sd and all(k.startswith('module.') for k in sd): sd = {k[len('module.'):]: v for k, v in sd.items()}
+    if isinstance(ckpt, dict) and 'model' in ckpt:
+        sd, meta = ckpt['model'], {k: v for k, v in ckpt.items() if k != 'model'}
+    elif isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        sd, meta = ckpt, {}
+    else:
+        raise ValueError(f'{path} is not a VITS checkpoint (expected a state dict or a dict with '
+                         f'a "model" entry)')
+    if sd and all(k.startswith('module.') for k in sd):
+        sd = {k[len('module.'):]: v for k, v in sd.items()}
     return sd, meta
 
-# %% ../nbs/12_model.ipynb #063a576f
+# %% ../nbs/12_model.ipynb #d4a3245a
 def describe_state_dict(sd):
     "Hyperparameters of a generator state dict, read from its tensor shapes."
     d = {}
-    if 'enc_p.emb.weight' in sd: d['n_vocab'], d['hidden_channels'] = map(int, sd['enc_p.emb.weight'].shape)
+    if 'enc_p.emb.weight' in sd:
+        d['n_vocab'], d['hidden_channels'] = map(int, sd['enc_p.emb.weight'].shape)
     if 'enc_p.proj.weight' in sd: d['inter_channels'] = int(sd['enc_p.proj.weight'].shape[0]) // 2
     if 'enc_q.pre.weight' in sd: d['spec_channels'] = int(sd['enc_q.pre.weight'].shape[1])
-    if 'dec.conv_pre.weight' in sd: d['upsample_initial_channel'] = int(sd['dec.conv_pre.weight'].shape[0])
+    if 'dec.conv_pre.weight' in sd:
+        d['upsample_initial_channel'] = int(sd['dec.conv_pre.weight'].shape[0])
     d['n_speakers'] = int(sd['emb_g.weight'].shape[0]) if 'emb_g.weight' in sd else 0
     d['gin_channels'] = int(sd['emb_g.weight'].shape[1]) if 'emb_g.weight' in sd else 0
     d['use_sdp'] = any(k.startswith('dp.flows.') for k in sd)
@@ -204,43 +233,51 @@ def config_signature(hps):
     "The same description for a config."
     if isinstance(hps, (str, Path)): hps = load_config(hps)
     m = hps.model
-    return {'n_vocab': m.get('n_vocab', len(symbols)), 'hidden_channels': m.hidden_channels, 'inter_channels': m.inter_channels,
-            'spec_channels': hps.data.filter_length // 2 + 1, 'upsample_initial_channel': m.upsample_initial_channel,
+    return {'n_vocab': m.get('n_vocab', len(symbols)), 'hidden_channels': m.hidden_channels,
+            'inter_channels': m.inter_channels,
+            'spec_channels': hps.data.filter_length // 2 + 1,
+            'upsample_initial_channel': m.upsample_initial_channel,
             'n_speakers': hps.data.n_speakers if hps.data.n_speakers > 1 else 0,
             'gin_channels': m.get('gin_channels', 0) if hps.data.n_speakers > 1 else 0,
             'use_sdp': m.get('use_sdp', True), 'resblock': str(m.resblock), 'n_layers': m.n_layers}
 
 def matching_configs(sd, config_dir=None):
-    "Names of the configs in `config_dir` (default: the project's `configs/`) whose model fits `sd`."
-    config_dir = Path(config_dir) if config_dir else Path(vits_nb.__file__).resolve().parents[1] / 'configs'
+    "Names of the configs in `config_dir` (default: the project's `configs/`) that fit `sd`."
+    if not config_dir: config_dir = Path(vits_nb.__file__).resolve().parents[1] / 'configs'
+    config_dir = Path(config_dir)
     want = describe_state_dict(sd)
     return [p.name for p in sorted(config_dir.glob('*.json')) if config_signature(p) == want]
 
 class CheckpointMismatchError(ValueError): pass
 
 def load_state_dict_checked(model, sd, strict=True):
-    "`load_state_dict` with an error naming missing/unexpected/mis-shaped keys and the config that would fit."
+    """`load_state_dict` with an error naming missing/unexpected/mis-shaped keys and the config
+    that would fit."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shapes = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'
               for k in own if k in sd and sd[k].shape != own[k].shape]
     if shapes or (strict and (missing or unexpected)):
-        def _few(xs): return ', '.join(xs[:6]) + (f' … (+{len(xs) - 6} more)' if len(xs) > 6 else '')
+        def _few(xs):
+            return ', '.join(xs[:6]) + (f' … (+{len(xs) - 6} more)' if len(xs) > 6 else '')
         fits = matching_configs(sd)
         msg = ['checkpoint does not fit the model:']
         if missing: msg.append(f'  {len(missing)} missing keys: {_few(missing)}')
         if unexpected: msg.append(f'  {len(unexpected)} unexpected keys: {_few(unexpected)}')
         if shapes: msg.append(f'  {len(shapes)} shape mismatches: {_few(shapes)}')
         msg.append(f'  the checkpoint looks like: {describe_state_dict(sd)}')
-        msg.append(f'  config(s) that fit it: {", ".join(fits)}' if fits else '  no config in configs/ fits it')
+        msg.append(f'  config(s) that fit it: {", ".join(fits)}' if fits
+                   else '  no config in configs/ fits it')
         raise CheckpointMismatchError('\n'.join(msg))
     model.load_state_dict(sd, strict=strict)
     return model
 
 def load_checkpoint(path, model, optimizer=None, strict=True):
-    "Load an official-format (or bare, or DDP) checkpoint into `model` (and `optimizer`); returns `(model, optimizer, learning_rate, iteration)`."
+    """Load an official-format (or bare, or DDP) checkpoint into `model` (and `optimizer`);
+    returns `(model, optimizer, learning_rate, iteration)`."""
     sd, meta = read_checkpoint(path)
     load_state_dict_checked(getattr(model, 'module', model), sd, strict=strict)
-    if optimizer is not None and meta.get('optimizer') is not None: optimizer.load_state_dict(meta['optimizer'])
+    if optimizer is not None and meta.get('optimizer') is not None:
+        optimizer.load_state_dict(meta['optimizer'])
     return model, optimizer, meta.get('learning_rate'), meta.get('iteration', 0)
