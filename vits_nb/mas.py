@@ -14,58 +14,19 @@ import torch.nn.functional as F
 import numba
 from numba import njit, prange
 
-# %% ../nbs/08_mas.ipynb #13e5a9b6
+# %% ../nbs/08_mas.ipynb #63905480
 def log_likelihood_matrix(z_p, m_p, logs_p):
-    "Gaussian log-density of every frame under every token. z_p `[b, d, t_y]`, m_p/logs_p `[b, d, t_x]` → `[b, t_y, t_x]`."
-    s = torch.exp(-2 * logs_p)                                                    # 1/σ², [b, d, t_x]
-    l1 = torch.sum(-0.5 * math.log(2 * math.pi) - logs_p, 1, keepdim=True)        # [b, 1, t_x]
-    l2 = torch.matmul(-0.5 * (z_p ** 2).transpose(1, 2), s)                       # [b, t_y, t_x]
-    l3 = torch.matmul(z_p.transpose(1, 2), m_p * s)                               # [b, t_y, t_x]
-    l4 = torch.sum(-0.5 * m_p ** 2 * s, 1, keepdim=True)                          # [b, 1, t_x]
-    return l1 + l2 + l3 + l4
+    "Gaussian log-density of each frame under each token. z_p `[b,d,t_y]`, m_p, logs_p `[b,d,t_x]`"
+    s = torch.exp(-2 * logs_p)                                                   # 1/σ², [b, d, t_x]
+    l1 = torch.sum(-0.5 * math.log(2 * math.pi) - logs_p, 1, keepdim=True)       # [b, 1, t_x]
+    l2 = torch.matmul(-0.5 * (z_p ** 2).transpose(1, 2), s)                      # [b, t_y, t_x]
+    l3 = torch.matmul(z_p.transpose(1, 2), m_p * s)                              # [b, t_y, t_x]
+    l4 = torch.sum(-0.5 * m_p ** 2 * s, 1, keepdim=True)                         # [b, 1, t_x]
+    return l1 + l2 + l3 + l4                                                     # [b, t_y, t_x]
 
-# %% ../nbs/08_mas.ipynb #b030fc0f
-def _check_shapes(neg_cent, mask):
-    "The checks that need no pass over the data."
-    if not (torch.is_tensor(neg_cent) and torch.is_tensor(mask)):
-        raise ValueError('neg_cent and mask must be torch tensors')
-    if neg_cent.dim() != 3: raise ValueError(f'neg_cent must be [b, t_frames, t_text], got shape {tuple(neg_cent.shape)}')
-    if mask.shape != neg_cent.shape:
-        raise ValueError(f'mask shape {tuple(mask.shape)} does not match neg_cent shape {tuple(neg_cent.shape)}')
-    if not neg_cent.is_floating_point(): raise ValueError(f'neg_cent must be floating point, got {neg_cent.dtype}')
-
-def _check_inputs(neg_cent, mask):
-    "Validate shapes, mask, lengths and values with torch ops; return per-item frame and token counts `T`, `N` (`[b]`)."
-    _check_shapes(neg_cent, mask)
-    if mask.device != neg_cent.device: raise ValueError(f'mask is on {mask.device}, neg_cent on {neg_cent.device}')
-    b, tm, nm = neg_cent.shape
-    if neg_cent.numel() == 0:
-        z = torch.zeros(b, dtype=torch.long, device=neg_cent.device)
-        return z, z
-    m = mask.detach()
-    T, N = (m[:, :, 0] != 0).sum(1), (m[:, 0, :] != 0).sum(1)                   # [b] frames, tokens
-    rect = ((torch.arange(tm, device=m.device) < T[:, None])[:, :, None]
-            & (torch.arange(nm, device=m.device) < N[:, None])[:, None, :])      # [b, t_y, t_x]
-    bad_mask = ((m != 1) & rect).flatten(1).any(1) | ((m != 0) & ~rect).flatten(1).any(1)
-    bad_val = (~torch.isfinite(neg_cent.detach()) & rect).flatten(1).any(1)
-    host = torch.stack([bad_mask.long(), (N > T).long(), bad_val.long(), T, N]).cpu()   # one small sync
-    if host[:3].any(): _raise_for(*host)
-    return T, N
-
-def _raise_for(bad_mask, bad_len, bad_val, T, N):
-    "Turn per-item problem flags into one clear `ValueError`."
-    for k in range(len(T)):
-        if bad_mask[k]:
-            raise ValueError(f'mask item {k} is not a 0/1 rectangle (frames < T, tokens < N) anchored at [0, 0]: '
-                             'build it as y_mask[:, :, None] * x_mask[:, None, :]')
-        if bad_len[k]:
-            raise ValueError(f'item {k} has {int(N[k])} text tokens but only {int(T[k])} frames: every token needs '
-                             'at least one frame, so no monotonic alignment exists')
-        if bad_val[k]: raise ValueError(f'neg_cent item {k} contains NaN or inf inside the mask')
-
-# %% ../nbs/08_mas.ipynb #69f44fd8
+# %% ../nbs/08_mas.ipynb #cd151ba3
 def _advance(Q, j, i):
-    "The tie rule: does the best path into (j, i) come from token i-1? `Q` holds rows of Python floats."
+    "The tie rule: does the best path into (j, i) come from token i-1? `Q`: rows of Python floats."
     return i == j or (i > 0 and Q[j - 1][i - 1] > Q[j - 1][i])
 
 def _path_from(tokens, shape, dtype):
@@ -81,21 +42,66 @@ def maximum_path_reference(neg_cent, mask):
     for k, (t, n) in enumerate(zip(T.tolist(), N.tolist())):
         if t == 0: continue
         L = neg_cent[k, :t, :n].detach().double().tolist()
-        Q = [[None] * n for _ in range(t)]                                       # None: unreachable (i > j)
+        Q = [[None] * n for _ in range(t)]                               # None: unreachable (i > j)
         Q[0][0] = L[0][0]
         for j in range(1, t):
             for i in range(min(j, n - 1) + 1):
                 Q[j][i] = (Q[j - 1][i - 1] if _advance(Q, j, i) else Q[j - 1][i]) + L[j][i]
-        tokens, i = [], n - 1                                                    # backtrack from (T-1, N-1)
+        tokens, i = [], n - 1                                            # backtrack from (T-1, N-1)
         for j in range(t - 1, -1, -1):
             tokens.append(i)
             if j > 0 and _advance(Q, j, i): i -= 1
         out[k, :t, :n] = _path_from(tokens[::-1], (t, n), neg_cent.dtype)
     return out.to(neg_cent.device)
 
-# %% ../nbs/08_mas.ipynb #ce15eca2
+# %% ../nbs/08_mas.ipynb #4dfb25b3
+def _check_shapes(neg_cent, mask):
+    "The checks that need no pass over the data."
+    if not (torch.is_tensor(neg_cent) and torch.is_tensor(mask)):
+        raise ValueError('neg_cent and mask must be torch tensors')
+    if neg_cent.dim() != 3:
+        raise ValueError(f'neg_cent must be [b, t_frames, t_text], got {tuple(neg_cent.shape)}')
+    if mask.shape != neg_cent.shape:
+        raise ValueError(f'mask shape {tuple(mask.shape)} does not match neg_cent shape '
+                         f'{tuple(neg_cent.shape)}')
+    if not neg_cent.is_floating_point():
+        raise ValueError(f'neg_cent must be floating point, got {neg_cent.dtype}')
+
+def _check_inputs(neg_cent, mask):
+    "Validate shapes, mask, lengths and values; return per-item frame and token counts `T, N [b]`"
+    _check_shapes(neg_cent, mask)
+    if mask.device != neg_cent.device:
+        raise ValueError(f'mask is on {mask.device}, neg_cent on {neg_cent.device}')
+    b, tm, nm = neg_cent.shape
+    if neg_cent.numel() == 0:
+        z = torch.zeros(b, dtype=torch.long, device=neg_cent.device)
+        return z, z
+    m = mask.detach()
+    T, N = (m[:, :, 0] != 0).sum(1), (m[:, 0, :] != 0).sum(1)                   # [b] frames, tokens
+    rect = ((torch.arange(tm, device=m.device) < T[:, None])[:, :, None]
+            & (torch.arange(nm, device=m.device) < N[:, None])[:, None, :])      # [b, t_y, t_x]
+    bad_mask = ((m != 1) & rect).flatten(1).any(1) | ((m != 0) & ~rect).flatten(1).any(1)
+    bad_val = (~torch.isfinite(neg_cent.detach()) & rect).flatten(1).any(1)
+    host = torch.stack([bad_mask.long(), (N > T).long(), bad_val.long(), T, N]).cpu()   # one sync
+    if host[:3].any(): _raise_for(*host)
+    return T, N
+
+def _raise_for(bad_mask, bad_len, bad_val, T, N):
+    "Turn per-item problem flags into one clear `ValueError`."
+    for k in range(len(T)):
+        if bad_mask[k]:
+            raise ValueError(f'mask item {k} is not a 0/1 rectangle (frames < T, tokens < N) '
+                             'anchored at [0, 0]: build it as '
+                             'y_mask[:, :, None] * x_mask[:, None, :]')
+        if bad_len[k]:
+            raise ValueError(f'item {k} has {int(N[k])} text tokens but only {int(T[k])} frames: '
+                             'every token needs at least one frame, so no monotonic alignment '
+                             'exists')
+        if bad_val[k]: raise ValueError(f'neg_cent item {k} contains NaN or inf inside the mask')
+
+# %% ../nbs/08_mas.ipynb #9dc934de
 def path_score(neg_cent, path):
-    "Score of each item's path, summed frame by frame in float64 (the order the DP uses). → `[b]` float64."
+    "Score of each item's path, summed frame by frame in float64 (the DP's order) → `[b]` float64"
     out = []
     for L, P in zip(neg_cent.detach().double().tolist(), path.detach().tolist()):
         s = 0.0
@@ -113,25 +119,25 @@ def brute_force_path(neg_cent, mask):
         if t == 0: continue
         L = neg_cent[k, :t, :n].detach().double().tolist()
         best = None
-        for starts in itertools.combinations(range(1, t), n - 1):                # frames where tokens 1..N-1 begin
+        for starts in itertools.combinations(range(1, t), n - 1):   # where tokens 1..N-1 begin
             tokens = [sum(s <= j for s in starts) for j in range(t)]
             score = 0.0
             for j, i in enumerate(tokens): score += L[j][i]
-            key = (score, tokens[::-1])                                          # best score, then the tie rule
+            key = (score, tokens[::-1])                           # best score, then the tie rule
             if best is None or key > best: best = key
         out[k, :t, :n] = _path_from(best[1][::-1], (t, n), neg_cent.dtype)
     return out.to(neg_cent.device)
 
-# %% ../nbs/08_mas.ipynb #4f96a279
+# %% ../nbs/08_mas.ipynb #7847eb6a
 @njit(cache=True, nogil=True)
 def _mas_item(L, M, path):
     "MAS for one item: L, M `[t_y, t_x]`, path written in place. → (status, T, N)."
     tm, nm = L.shape
     T = 0
-    for j in range(tm): T += M[j, 0] != 0                                        # lengths from the mask edges
+    for j in range(tm): T += M[j, 0] != 0                    # lengths from the mask edges
     N = 0
     for i in range(nm): N += M[0, i] != 0
-    bad = False                                                                  # the mask must be the T x N rectangle
+    bad = False                                              # the mask must be the T x N rectangle
     for j in range(tm):
         row, inside = M[j], 1 if j < T else 0
         for i in range(N): bad |= row[i] != inside
@@ -144,23 +150,23 @@ def _mas_item(L, M, path):
     if bad: return 3, T, N
     path[:, :] = 0
     if T == 0: return 0, T, N
-    adv = np.empty((T, N), np.uint8)                                             # 1: came from token i-1
-    B = np.empty((2, N), np.float64)                                             # rows j-1 and j of Q, alternating
+    adv = np.empty((T, N), np.uint8)                         # 1: came from token i-1
+    B = np.empty((2, N), np.float64)                         # rows j-1 and j of Q, alternating
     B[0, 0] = L[0, 0]
     for j in range(1, T):
         P, Q, Lj, aj = B[(j - 1) % 2], B[j % 2], L[j], adv[j]
-        lo, hi = max(0, N - T + j), min(N - 1, j)                                # the band
-        if lo == 0:                                                              # token 0 can only stay
+        lo, hi = max(0, N - T + j), min(N - 1, j)            # the band
+        if lo == 0:                                          # token 0 can only stay
             Q[0] = P[0] + Lj[0]; aj[0] = 0
-        if hi == j:                                                              # token j at frame j: only by advancing
+        if hi == j:                                          # token j at frame j: only by advancing
             Q[j] = P[j - 1] + Lj[j]; aj[j] = 1
-        s, e = max(lo, 1), (hi if hi < j else j - 1) + 1                         # cells with both predecessors
+        s, e = max(lo, 1), (hi if hi < j else j - 1) + 1     # cells with both predecessors
         prev_adv, prev_stay, q, l, a = P[s - 1:e - 1], P[s:e], Q[s:e], Lj[s:e], aj[s:e]
-        for k in range(e - s):                                                   # Q = max(stay, advance) + L
-            go = prev_adv[k] > prev_stay[k]                                      # ties stay
+        for k in range(e - s):                               # Q = max(stay, advance) + L
+            go = prev_adv[k] > prev_stay[k]                  # ties stay
             a[k] = go
             q[k] = (prev_adv[k] if go else prev_stay[k]) + l[k]
-    i = N - 1                                                                    # backtrack from (T-1, N-1)
+    i = N - 1                                                # backtrack from (T-1, N-1)
     for j in range(T - 1, -1, -1):
         path[j, i] = 1
         if j > 0 and adv[j, i]: i -= 1
@@ -173,58 +179,61 @@ def _mas_batch(L, M, path, info):
         s, t, n = _mas_item(L[k], M[k], path[k])
         info[k, 0], info[k, 1], info[k, 2] = s, t, n
 
-# %% ../nbs/08_mas.ipynb #7115fb8c
+# %% ../nbs/08_mas.ipynb #b691ca41
 def maximum_path_numba(neg_cent, mask):
     "MAS on the CPU with the parallel numba kernel. `[b, t_y, t_x]` → 0/1 path of neg_cent's dtype."
     _check_shapes(neg_cent, mask)
     if neg_cent.numel() == 0: return torch.zeros_like(neg_cent)
     L = neg_cent.detach().cpu()
-    if L.dtype not in (torch.float32, torch.float64): L = L.float()              # half/bfloat16: exact in float32
+    if L.dtype not in (torch.float32, torch.float64): L = L.float()   # half/bf16: exact in float32
     M = mask.detach().cpu()
     if M.dtype in (torch.float16, torch.bfloat16): M = M.float()
     path = torch.empty(L.shape, dtype=L.dtype)
     info = np.empty((L.shape[0], 3), np.int64)
     n = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))       # torch's thread budget
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))    # torch's thread budget
     try: _mas_batch(L.contiguous().numpy(), M.contiguous().numpy(), path.numpy(), info)
-    finally:    # starting numba's OpenMP pool resets the process-wide OpenMP thread count that torch uses: put it back
+    finally:  # starting numba's OpenMP pool resets torch's process-wide thread count: put it back
         if torch.get_num_threads() != n: torch.set_num_threads(n)
     s = info[:, 0]
     if s.any(): _raise_for(s == 1, s == 2, s == 3, info[:, 1], info[:, 2])
     return path.to(device=neg_cent.device, dtype=neg_cent.dtype)
 
-# %% ../nbs/08_mas.ipynb #793fd315
+# %% ../nbs/08_mas.ipynb #51133451
 def maximum_path_torch(neg_cent, mask):
-    "MAS with torch ops on neg_cent's device (GPU path), vectorised over batch and tokens. `[b, t_y, t_x]` → path."
+    "MAS in torch ops on neg_cent's device (batch, tokens vectorised): `[b, t_y, t_x]` → path"
     T, N = _check_inputs(neg_cent, mask)
     b, tm, nm = neg_cent.shape
     dev = neg_cent.device
     path = torch.zeros(b, tm, nm, dtype=neg_cent.dtype, device=dev)
     if neg_cent.numel() == 0: return path
-    acc = torch.float32 if dev.type == 'mps' else torch.float64                  # MPS has no float64
+    acc = torch.float32 if dev.type == 'mps' else torch.float64  # MPS has no float64
     L = neg_cent.detach()
-    adv = torch.zeros(b, tm, nm, dtype=torch.uint8, device=dev)                  # 1: came from token i-1
-    Q = L[:, 0].to(acc)                                                          # only Q[:, 0] is meaningful at j = 0
+    adv = torch.zeros(b, tm, nm, dtype=torch.uint8, device=dev)  # 1: came from token i-1
+    Q = L[:, 0].to(acc)                                      # only Q[:, 0] is meaningful at j = 0
     for j in range(1, tm):
-        A = F.pad(Q[:, :-1], (1, 0), value=-math.inf)                            # advance candidate Q[j-1, i-1]
-        a = A > Q                                                                # ties stay
-        if j < nm: a[:, j] = True                                                # i == j: only the advance exists
+        A = F.pad(Q[:, :-1], (1, 0), value=-math.inf)        # advance candidate Q[j-1, i-1]
+        a = A > Q                                            # ties stay
+        if j < nm: a[:, j] = True                            # i == j: only the advance exists
         adv[:, j] = a
-        Q = torch.where(a, A, Q).add_(L[:, j])                                   # float64 + L, rounded once
-    on = torch.arange(tm, device=dev) < T[:, None]                               # [b, t_y] valid frames
-    adv &= on.unsqueeze(2)                                                       # padding frames never move the pointer
+        Q = torch.where(a, A, Q).add_(L[:, j])               # float64 + L, rounded once
+    on = torch.arange(tm, device=dev) < T[:, None]           # [b, t_y] valid frames
+    adv &= on.unsqueeze(2)                                   # padding frames never move the pointer
     tokens = torch.empty(b, tm, dtype=torch.long, device=dev)
-    idx = (N - 1).clamp(min=0).unsqueeze(1)                                      # [b, 1], backtrack from (T-1, N-1)
+    idx = (N - 1).clamp(min=0).unsqueeze(1)                  # [b, 1], backtrack from (T-1, N-1)
     for j in range(tm - 1, -1, -1):
         tokens[:, j:j + 1] = idx
         idx = idx - adv[:, j].gather(1, idx)
     return path.scatter_(2, tokens.unsqueeze(2), on.unsqueeze(2).to(path.dtype))
 
-# %% ../nbs/08_mas.ipynb #c53857c9
-_BACKENDS = {'numba': maximum_path_numba, 'torch': maximum_path_torch, 'reference': maximum_path_reference}
+# %% ../nbs/08_mas.ipynb #a17ea38c
+_BACKENDS = {'numba': maximum_path_numba, 'torch': maximum_path_torch,
+             'reference': maximum_path_reference}
 
 def maximum_path(neg_cent, mask, backend=None):
-    "Monotonic alignment search. neg_cent, mask `[b, t_frames, t_text]` → 0/1 path of neg_cent's dtype, 0 outside mask."
-    if backend is None: backend = 'numba' if getattr(neg_cent, 'device', None) == torch.device('cpu') else 'torch'
-    if backend not in _BACKENDS: raise ValueError(f'unknown backend {backend!r}, expected one of {sorted(_BACKENDS)}')
+    "Monotonic alignment search. neg_cent, mask `[b, t_frames, t_text]` → 0/1 path (0 outside mask)"
+    if backend is None:
+        backend = 'numba' if getattr(neg_cent, 'device', None) == torch.device('cpu') else 'torch'
+    if backend not in _BACKENDS:
+        raise ValueError(f'unknown backend {backend!r}, expected one of {sorted(_BACKENDS)}')
     return _BACKENDS[backend](neg_cent, mask)
