@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-# %% ../nbs/03a_corpus.ipynb #f5520595
+# %% ../nbs/03a_corpus.ipynb #42431664
 SAMPLE_RATE = 22050   # LJSpeech's rate and the official configs' `sampling_rate`
 
 def repo_root() -> Path:
@@ -25,14 +25,15 @@ def repo_root() -> Path:
     return Path(vits_nb.__file__).resolve().parent.parent
 
 def toy_sentences(path=None) -> list:
-    "The toy corpus sentences, one per non-empty line of `path` (default `<repo>/data/toy_sentences.txt`)."
+    "The toy corpus sentences, one per non-empty line of `path` (default `data/toy_sentences.txt`)."
     path = Path(path) if path is not None else repo_root() / 'data' / 'toy_sentences.txt'
     if not path.is_file():
-        raise FileNotFoundError(f'toy corpus sentences not found: {path} (it ships with the repository '
-                                'as data/toy_sentences.txt; pass path= to use another file)')
+        raise FileNotFoundError(f'toy corpus sentences not found: {path} (it ships with the '
+                                'repository as data/toy_sentences.txt; pass path= to use another '
+                                'file)')
     return [l.strip() for l in path.read_text(encoding='utf-8').splitlines() if l.strip()]
 
-# %% ../nbs/03a_corpus.ipynb #bd730b48
+# %% ../nbs/03a_corpus.ipynb #3ef941f7
 @dataclass(frozen=True)
 class Voice:
     "An offline teacher voice: `engine` ('festival' or 'flite') and the engine's own voice name."
@@ -44,15 +45,20 @@ class Voice:
 
 VOICES = {
     'slt_hts':     Voice('festival', 'cmu_us_slt_arctic_hts', 'female', 'festival festvox-us-slt-hts',
-                         'HTS parametric, US English (CMU ARCTIC slt), 32 kHz: the default teacher'),
+                         'HTS parametric, US English (CMU ARCTIC slt), 32 kHz: the default '
+                         'teacher'),
     'kal_diphone': Voice('festival', 'kal_diphone', 'male', 'festival festvox-kallpc16k',
                          'diphone, US English (kal), 16 kHz'),
     'ked_diphone': Voice('festival', 'ked_diphone', 'male', 'festival festvox-kdlpc16k',
                          'diphone, US English (ked), 16 kHz'),
-    'flite_slt':   Voice('flite', 'slt', 'female', 'flite', 'flite clustergen, US English (slt), 16 kHz'),
-    'flite_rms':   Voice('flite', 'rms', 'male', 'flite', 'flite clustergen, US English (rms), 16 kHz'),
-    'flite_awb':   Voice('flite', 'awb', 'male', 'flite', 'flite clustergen, Scottish English (awb), 16 kHz'),
-    'flite_kal16': Voice('flite', 'kal16', 'male', 'flite', 'flite diphone, US English (kal), 16 kHz'),
+    'flite_slt':   Voice('flite', 'slt', 'female', 'flite',
+                         'flite clustergen, US English (slt), 16 kHz'),
+    'flite_rms':   Voice('flite', 'rms', 'male', 'flite',
+                         'flite clustergen, US English (rms), 16 kHz'),
+    'flite_awb':   Voice('flite', 'awb', 'male', 'flite',
+                         'flite clustergen, Scottish English (awb), 16 kHz'),
+    'flite_kal16': Voice('flite', 'kal16', 'male', 'flite',
+                         'flite diphone, US English (kal), 16 kHz'),
 }
 DEFAULT_VOICE = 'slt_hts'
 _BINARY = {'festival': ('text2wave', 'festival'), 'flite': ('flite', 'flite')}
@@ -65,14 +71,15 @@ def get_voice(voice) -> Voice:
     return VOICES[voice]
 
 def check_teacher(voice) -> Voice:
-    "Raise a clear error naming the apt package(s) when `voice`'s synthesizer or voice is not installed."
+    "Raise a clear error naming the apt package(s) when `voice`'s synthesizer or voice is missing."
     v = get_voice(voice)
     exe, pkg = _BINARY[v.engine]
     if shutil.which(exe) is None:
         raise RuntimeError(f'teacher voice {voice!r} needs `{exe}`, which is not installed: '
                            f'apt-get install {v.apt}')
     if v.engine == 'flite' and v.name not in _flite_voices():
-        raise RuntimeError(f'flite has no voice {v.name!r} (it has {sorted(_flite_voices())}): apt-get install {v.apt}')
+        raise RuntimeError(f'flite has no voice {v.name!r} (it has {sorted(_flite_voices())}): '
+                           f'apt-get install {v.apt}')
     return v
 
 @lru_cache(None)
@@ -80,7 +87,7 @@ def _flite_voices():
     out = subprocess.run(['flite', '-lv'], capture_output=True, text=True).stdout
     return frozenset(out.split(':', 1)[-1].split())
 
-# %% ../nbs/03a_corpus.ipynb #dc897abf
+# %% ../nbs/03a_corpus.ipynb #ece69628
 def _synthesize(text, v, workdir):
     "Run the teacher; return (float32 samples, native sample rate)."
     txt, raw = Path(workdir) / 'text.txt', Path(workdir) / 'raw.wav'
@@ -92,13 +99,15 @@ def _synthesize(text, v, workdir):
     p = subprocess.run(cmd, capture_output=True, text=True)
     # festival reports a missing voice on stderr and still exits 0, without writing the file
     if p.returncode != 0 or not raw.is_file() or raw.stat().st_size <= 44:
-        hint = f' (is the voice installed? apt-get install {v.apt})' if 'unbound variable' in p.stderr else ''
-        raise RuntimeError(f'{v.engine} voice {v.name!r} failed on {text!r}{hint}: {p.stderr.strip()[-300:]}')
+        hint = f' (is the voice installed? apt-get install {v.apt})' \
+            if 'unbound variable' in p.stderr else ''
+        raise RuntimeError(f'{v.engine} voice {v.name!r} failed on {text!r}{hint}: '
+                           f'{p.stderr.strip()[-300:]}')
     y, sr = sf.read(str(raw), dtype='float32', always_2d=True)
     return y.mean(axis=1), sr
 
 def _trim(y, sr, top_db=40., pad=0.1):
-    "Cut leading/trailing silence (frames `top_db` below the peak), keeping `pad` seconds at each end."
+    "Cut leading/trailing silence (frames `top_db` below the peak), keep `pad` seconds at each end."
     import librosa
     if len(y) == 0 or not np.any(y): return y
     _, (start, end) = librosa.effects.trim(y, top_db=top_db, frame_length=1024, hop_length=256)
@@ -120,7 +129,8 @@ def write_wav(path, y, sr):
     return path
 
 def speak(text, voice, out_wav, sr=SAMPLE_RATE, top_db=40., pad=0.1) -> float:
-    "Speak `text` with teacher `voice` into `out_wav` (`sr` Hz, 16-bit mono, silence trimmed); return seconds."
+    """Speak `text` with teacher `voice` into `out_wav` (`sr` Hz, 16-bit mono, silence trimmed);
+    return its seconds."""
     if not isinstance(text, str): raise TypeError(f'text must be a str, got {type(text).__name__}')
     if not text.strip(): raise ValueError('text is empty')
     v = check_teacher(voice)
@@ -133,7 +143,7 @@ def speak(text, voice, out_wav, sr=SAMPLE_RATE, top_db=40., pad=0.1) -> float:
     write_wav(out_wav, y, sr)
     return len(y) / sr
 
-# %% ../nbs/03a_corpus.ipynb #94127ff8
+# %% ../nbs/03a_corpus.ipynb #f274a2c2
 def _write_text(path, text):
     "Write `text` atomically, and only if it differs from what is there (keeps mtimes on re-runs)."
     path = Path(path)
@@ -147,7 +157,8 @@ def _valid_wav(path, sr):
     "Seconds of audio if `path` is a readable 16-bit mono wav at `sr` Hz with samples, else None."
     try: info = sf.info(str(path))
     except Exception: return None
-    ok = info.samplerate == sr and info.channels == 1 and info.subtype == 'PCM_16' and info.frames > 0
+    ok = (info.samplerate == sr and info.channels == 1 and info.subtype == 'PCM_16'
+          and info.frames > 0)
     return info.frames / sr if ok else None
 
 def _val_count(n, val_size):
@@ -156,33 +167,42 @@ def _val_count(n, val_size):
 
 def build_toy_corpus(out_dir, n=None, multispeaker=False, voices=None, jobs=None, val_size=20,
                      sentences=None, sr=SAMPLE_RATE, seed=1234, clean=True, progress=True) -> dict:
-    "Speak the toy sentences into LJSpeech layout + official filelists under `out_dir`; return the statistics."
+    """Speak the toy sentences into LJSpeech layout + official filelists under `out_dir`;
+    return the statistics."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir).resolve()
-    if '|' in str(out_dir): raise ValueError(f'out_dir must not contain "|" (the filelist separator): {out_dir}')
+    if '|' in str(out_dir):
+        raise ValueError(f'out_dir must not contain "|" (the filelist separator): {out_dir}')
     sentences = list(toy_sentences() if sentences is None else sentences)
     if n is not None:
-        if int(n) < 2: raise ValueError(f'n must be at least 2 (one train and one validation utterance), got {n}')
+        if int(n) < 2:
+            raise ValueError(f'n must be at least 2 (one train and one validation utterance), '
+                         f'got {n}')
         sentences = sentences[:int(n)]
     if len(sentences) < 2: raise ValueError(f'need at least 2 sentences, got {len(sentences)}')
-    bad = [i + 1 for i, s in enumerate(sentences) if not isinstance(s, str) or not s.strip() or '|' in s or '\n' in s]
+    bad = [i + 1 for i, s in enumerate(sentences) if not isinstance(s, str) or not s.strip()
+           or '|' in s or '\n' in s]
     if bad: raise ValueError(f'sentences {bad[:10]} are empty or contain "|" or a newline')
     if voices is None: voices = list(VOICES) if multispeaker else [DEFAULT_VOICE]
     voices = [voices] if isinstance(voices, str) else list(voices)
     if len(set(voices)) != len(voices): raise ValueError(f'voices repeat: {voices}')
-    if multispeaker and len(voices) < 2: raise ValueError(f'a multi-speaker corpus needs at least 2 voices, got {voices}')
+    if multispeaker and len(voices) < 2:
+        raise ValueError(f'a multi-speaker corpus needs at least 2 voices, got {voices}')
     if not multispeaker and len(voices) != 1:
-        raise ValueError(f'a single-speaker corpus takes one voice, got {voices} (pass multispeaker=True)')
+        raise ValueError(f'a single-speaker corpus takes one voice, got {voices} '
+                         '(pass multispeaker=True)')
     for v in voices: check_teacher(v)
 
     wav_dir = out_dir / 'wavs'; wav_dir.mkdir(parents=True, exist_ok=True)
     mpath = out_dir / 'manifest.json'
     manifest = json.loads(mpath.read_text()) if mpath.is_file() else {}
-    items = [(f'toy_{i + 1:04d}', text, voices[i % len(voices)], i % len(voices)) for i, text in enumerate(sentences)]
+    items = [(f'toy_{i + 1:04d}', text, voices[i % len(voices)], i % len(voices))
+             for i, text in enumerate(sentences)]
     secs, todo, new = {}, [], set()
     for uid, text, voice, _ in items:
         s = _valid_wav(wav_dir / f'{uid}.wav', sr)
-        if s is not None and manifest.get(uid) == {'voice': voice, 'text': text, 'sr': sr}: secs[uid] = s
+        if s is not None and manifest.get(uid) == {'voice': voice, 'text': text, 'sr': sr}:
+            secs[uid] = s
         else: todo.append((uid, text, voice))
 
     jobs = max(1, int(jobs or os.cpu_count() or 1))
@@ -190,9 +210,11 @@ def build_toy_corpus(out_dir, n=None, multispeaker=False, voices=None, jobs=None
     if todo:
         import librosa   # noqa: F401  (imported once here, not concurrently by the worker threads)
         from tqdm.auto import tqdm
-        with ThreadPoolExecutor(jobs) as ex, tqdm(total=len(todo), desc=f'speaking ({out_dir.name})',
+        with ThreadPoolExecutor(jobs) as ex, tqdm(total=len(todo),
+                                                  desc=f'speaking ({out_dir.name})',
                                                   unit='utt', disable=not progress) as bar:
-            futs = {ex.submit(speak, text, voice, wav_dir / f'{uid}.wav', sr): (uid, text, voice) for uid, text, voice in todo}
+            futs = {ex.submit(speak, text, voice, wav_dir / f'{uid}.wav', sr): (uid, text, voice)
+                    for uid, text, voice in todo}
             try:
                 for f in as_completed(futs):
                     uid, text, voice = futs[f]
@@ -208,7 +230,8 @@ def build_toy_corpus(out_dir, n=None, multispeaker=False, voices=None, jobs=None
     _write_text(mpath, json.dumps(dict(sorted(manifest.items())), indent=0) + '\n')
 
     # LJSpeech metadata and the official filelists
-    _write_text(out_dir / 'metadata.csv', ''.join(f'{uid}|{text}|{text}\n' for uid, text, _, _ in items))
+    _write_text(out_dir / 'metadata.csv',
+                ''.join(f'{uid}|{text}|{text}\n' for uid, text, _, _ in items))
     val_idx = set(random.Random(seed).sample(range(len(items)), _val_count(len(items), val_size)))
     def row(uid, text, sid):
         p = wav_dir / f'{uid}.wav'
@@ -216,14 +239,15 @@ def build_toy_corpus(out_dir, n=None, multispeaker=False, voices=None, jobs=None
     stem = 'toy_audio_sid_text' if multispeaker else 'toy_audio_text'
     filelists = {}
     for split, keep in (('train', lambda i: i not in val_idx), ('val', lambda i: i in val_idx)):
-        filelists[split] = _write_text(out_dir / f'{stem}_{split}_filelist.txt',
-                                       ''.join(row(uid, t, sid) for i, (uid, t, _, sid) in enumerate(items) if keep(i)))
+        rows = ''.join(row(uid, t, sid) for i, (uid, t, _, sid) in enumerate(items) if keep(i))
+        filelists[split] = _write_text(out_dir / f'{stem}_{split}_filelist.txt', rows)
     cleaned = False
     if clean:
         try: from vits_nb.text import clean_filelist
         except ImportError: clean_filelist = None
         if clean_filelist is not None:
-            for p in filelists.values(): clean_filelist(p, ['english_cleaners2'], -1, progress=progress)
+            for p in filelists.values():
+                clean_filelist(p, ['english_cleaners2'], -1, progress=progress)
             cleaned = True
 
     d = np.array([secs[uid] for uid, *_ in items])
