@@ -34,7 +34,8 @@ STEPS = ('mas_correctness', 'train_step_correctness', 'infer_correctness',
          'mas_speed', 'train_speed', 'infer_rtf', 'toy_run')
 # importable module -> wheel name: a carried wheel is installed only when its module is missing
 NEEDED = {'soundfile': 'soundfile', '_cffi_backend': 'cffi', 'pycparser': 'pycparser',
-          'tqdm': 'tqdm', 'tensorboard': 'tensorboard', 'google.protobuf': 'protobuf'}
+          'tqdm': 'tqdm', 'tensorboard': 'tensorboard', 'google.protobuf': 'protobuf',
+          'absl': 'absl-py'}     # SummaryWriter's imports: tensorboard, protobuf, absl (not grpc)
 TOL_BF16_REL = 0.05        # each loss: |bf16 - fp32| <= 5% of |fp32| + 1e-3
 TOL_INFER_SNR_DB = 50.     # CUDA vs CPU infer (noise off, TF32 off): SNR of the CPU output / diff
 LOSSES = ('loss_g', 'loss_mel', 'loss_kl', 'loss_dur', 'loss_d', 'loss_gen', 'loss_fm')
@@ -585,7 +586,9 @@ def toy_data(dry, assets, work):
         tr_rows, va_rows, wav_dir = synthetic_corpus(work / 'corpus'); src = 'synthetic (dry run)'
     else:
         man = json.loads((assets / 'toy' / 'subset.json').read_text(encoding='utf-8'))
-        tr_rows, va_rows, wav_dir = man['train'], man['val'], assets / 'toy' / 'wavs'
+        tr_rows, va_rows, wav_dir = man['train'], man['val'], work / 'wavs'
+        # a copy: the loader caches spectrograms beside the wavs, and the carried folder stays small
+        shutil.copytree(assets / 'toy' / 'wavs', wav_dir, ignore=shutil.ignore_patterns('*.pt'))
         src = (f'toy corpus subset: {len(tr_rows)} train + {len(va_rows)} val utterances, '
                f"{man.get('seconds', '?')} s of audio")
     return (_write_filelist(tr_rows, work / 'train.txt', wav_dir),
@@ -695,8 +698,8 @@ def load_voice(assets, dry, log=print):
         except Exception: ids = [[1, 8, 20, 8, 30, 8, 25, 8, 2]]   # no frontend: fixed ids
         src = 'TTS.from_piper() (fp32)'
     if dry: ids = [i[:24] for i in ids[:1]]
-    return {'model': model.float(), 'hps': hps, 'ids': ids, 'sr': int(hps.data.sampling_rate),
-            'source': src}
+    return {'model': model.float().eval(), 'hps': hps, 'ids': ids,
+            'sr': int(hps.data.sampling_rate), 'source': src}
 
 
 # ---------------------------------------------------------------- assets (here: onnx, festival)

@@ -12,7 +12,7 @@
 #
 #   bash scripts/gpu_wheels.sh                   # wheels, assets (.cache/gpu_*), size check
 #   bash scripts/gpu_wheels.sh --wheels-only     # no assets
-#   bash scripts/gpu_wheels.sh --no-tensorboard  # without tensorboard + protobuf (5.6 MiB)
+#   bash scripts/gpu_wheels.sh --no-tensorboard  # without tensorboard, protobuf, absl (5.7 MiB)
 #   bash scripts/gpu_wheels.sh --check           # only the size check
 #
 # Assets (gpu_proof.py --prepare-assets): the shipped voice's inference weights in fp16 (its .onnx
@@ -39,7 +39,7 @@ done
 
 # the versions tested here (the dev venv); --no-deps: each needed dependency is named
 CORE="soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 tqdm==4.70.1"
-TB="tensorboard==2.21.0 protobuf==7.36.2"
+TB="tensorboard==2.21.0 protobuf==7.36.2 absl-py==2.5.1"   # what SummaryWriter imports
 
 if [ $wheels = 1 ]; then
   rm -rf "$WHEELS"; mkdir -p "$WHEELS"

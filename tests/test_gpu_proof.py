@@ -1,9 +1,9 @@
 """The GPU proof script (issue 17) works before it meets a GPU: its CPU dry run and its fallbacks.
 
-`benchmarks/gpu_proof.py --dry-run` runs every step on the CPU at tiny sizes and writes the json the
-GPU call will write; the GPU machine lacks librosa and may lack numba or soundfile, so the shims that
-replace them (Slaney mel filterbank, the MAS kernel as plain Python) and the installer of carried
-wheels are checked against the real thing here."""
+`benchmarks/gpu_proof.py --dry-run` runs every step on the CPU at tiny sizes and writes the json
+the GPU call will write; the GPU machine lacks librosa and may lack numba or soundfile, so the
+shims that replace them (Slaney mel filterbank, the MAS kernel as plain Python) and the installer
+of carried wheels are checked against the real thing here."""
 import importlib.util, json, math, os, subprocess, sys, zipfile
 from pathlib import Path
 import numpy as np
