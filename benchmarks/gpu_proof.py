@@ -129,8 +129,12 @@ def prepare_environment(wheel_dir, log=print):
     "Install missing wheels, then shim numba/librosa if they still do not import."
     info = install_missing(wheel_dir, Path(tempfile.gettempdir()) / 'vits_nb_gpu_site', log)
     shims = []
-    try: import numba  # noqa: F401
-    except Exception as e:                            # ImportError, or numba refusing this numpy
+    try:
+        import numba
+        assert numba.njit(lambda v: v + 1)(1) == 2    # it imports and it compiles
+    except Exception as e:                            # ImportError, numba refusing this numpy, ...
+        for k in [k for k in sys.modules if k == 'numba' or k.startswith('numba.')]:
+            sys.modules.pop(k, None)
         sys.modules['numba'] = numba_stub()
         shims.append(f'numba: pure-Python stub ({type(e).__name__}: {str(e)[:120]})')
     if not _have('librosa'):
