@@ -12,11 +12,12 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-# %% ../nbs/02_audio.ipynb #785c628d
+# %% ../nbs/02_audio.ipynb #5c94c70d
 _warned_rates = set()
 
 def load_wav(path, sampling_rate=None):
-    "Read `path` as mono float32 `[T]` in [-1, 1]; resample to `sampling_rate` if given. Returns `(wav, sr)`."
+    """Read `path` as mono float32 `[T]` in [-1, 1]; resample to `sampling_rate` if given. Returns
+    `(wav, sr)`."""
     path = os.fspath(path)
     if not os.path.isfile(path): raise FileNotFoundError(f'audio file not found: {path}')
     try: data, sr = sf.read(path, dtype='float32', always_2d=True)  # [T, channels]
@@ -28,37 +29,45 @@ def load_wav(path, sampling_rate=None):
     if sampling_rate is not None and sr != sampling_rate:
         if (sr, sampling_rate) not in _warned_rates:
             _warned_rates.add((sr, sampling_rate))
-            warnings.warn(f'resampling audio from {sr} Hz to {sampling_rate} Hz (first file: {path}); '
+            warnings.warn(f'resampling audio from {sr} Hz to {sampling_rate} Hz (first file: '
+                          f'{path}); '
                           'resample the corpus once beforehand to save this work every epoch')
         import librosa
         y = librosa.resample(y, orig_sr=sr, target_sr=sampling_rate)
         sr = sampling_rate
     return torch.from_numpy(np.clip(y, -1.0, 1.0).astype(np.float32)), int(sr)
 
-# %% ../nbs/02_audio.ipynb #c60185b4
+# %% ../nbs/02_audio.ipynb #43181fcc
 _hann_cache = {}
 
 def _hann(win_size, device, dtype):
     key = (win_size, str(device), dtype)
-    if key not in _hann_cache: _hann_cache[key] = torch.hann_window(win_size, device=device, dtype=dtype)
+    if key not in _hann_cache:
+        _hann_cache[key] = torch.hann_window(win_size, device=device, dtype=dtype)
     return _hann_cache[key]
 
 def _check_wave(y, n_fft, hop_size):
-    if not torch.is_tensor(y) or y.dim() != 2: raise ValueError(f'expected a waveform batch [b, T], got {getattr(y, "shape", type(y))}')
+    if not torch.is_tensor(y) or y.dim() != 2:
+        raise ValueError(f'expected a waveform batch [b, T], got {getattr(y, "shape", type(y))}')
     pad = (n_fft - hop_size) // 2
-    if y.size(-1) <= pad: raise ValueError(f'waveform of {y.size(-1)} samples is too short for reflect padding of {pad}')
+    if y.size(-1) <= pad:
+        raise ValueError(f'waveform of {y.size(-1)} samples is too short for reflect padding of '
+                         f'{pad}')
     return pad
 
 def spectrogram_torch(y, n_fft=1024, hop_size=256, win_size=1024, center=False):
-    "Linear magnitude spectrogram `[b, n_fft//2+1, frames]` of waveforms `y` `[b, T]` (official padding, float32)."
+    """Linear magnitude spectrogram `[b, n_fft//2+1, frames]` of waveforms `y` `[b, T]` (official
+    padding, float32)."""
     pad = _check_wave(y, n_fft, hop_size)
     with torch.autocast(device_type=y.device.type, enabled=False):
         y = F.pad(y.float().unsqueeze(1), (pad, pad), mode='reflect').squeeze(1)  # [b, T + 2*pad]
-        X = torch.stft(y, n_fft, hop_length=hop_size, win_length=win_size, window=_hann(win_size, y.device, y.dtype),
-                       center=center, pad_mode='reflect', normalized=False, onesided=True, return_complex=True)
+        X = torch.stft(y, n_fft, hop_length=hop_size, win_length=win_size,
+                       window=_hann(win_size, y.device, y.dtype),
+                       center=center, pad_mode='reflect', normalized=False, onesided=True,
+                       return_complex=True)
         return torch.sqrt(X.real.pow(2) + X.imag.pow(2) + 1e-6)  # [b, n_fft//2+1, frames]
 
-# %% ../nbs/02_audio.ipynb #5084ce61
+# %% ../nbs/02_audio.ipynb #9b269947
 _mel_cache = {}
 
 def spectral_normalize_torch(x, clip_val=1e-5):
@@ -70,17 +79,24 @@ def mel_basis(n_fft, num_mels, sampling_rate, fmin, fmax, device='cpu', dtype=to
     key = (n_fft, num_mels, sampling_rate, fmin, fmax, str(device), dtype)
     if key not in _mel_cache:
         import librosa
-        m = librosa.filters.mel(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
+        m = librosa.filters.mel(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin,
+                                fmax=fmax)
         _mel_cache[key] = torch.from_numpy(m).to(device=device, dtype=dtype)
     return _mel_cache[key]
 
 def spec_to_mel_torch(spec, n_fft, num_mels, sampling_rate, fmin, fmax):
     "Log-mel `[b, num_mels, frames]` from a linear magnitude spectrogram `[b, n_fft//2+1, frames]`."
-    if spec.size(-2) != n_fft // 2 + 1: raise ValueError(f'spectrogram has {spec.size(-2)} bins, expected n_fft//2+1 = {n_fft // 2 + 1}')
+    if spec.size(-2) != n_fft // 2 + 1:
+        raise ValueError(f'spectrogram has {spec.size(-2)} bins, expected n_fft//2+1 = '
+                         f'{n_fft // 2 + 1}')
     with torch.autocast(device_type=spec.device.type, enabled=False):
         spec = spec.float()
-        return spectral_normalize_torch(torch.matmul(mel_basis(n_fft, num_mels, sampling_rate, fmin, fmax, spec.device, spec.dtype), spec))
+        basis = mel_basis(n_fft, num_mels, sampling_rate, fmin, fmax, spec.device, spec.dtype)
+        return spectral_normalize_torch(torch.matmul(basis, spec))
 
-def mel_spectrogram_torch(y, n_fft, num_mels, sampling_rate, hop_size, win_size, fmin, fmax, center=False):
-    "Log-mel spectrogram `[b, num_mels, frames]` of waveforms `[b, T]` (same framing as `spectrogram_torch`)."
-    return spec_to_mel_torch(spectrogram_torch(y, n_fft, hop_size, win_size, center), n_fft, num_mels, sampling_rate, fmin, fmax)
+def mel_spectrogram_torch(y, n_fft, num_mels, sampling_rate, hop_size, win_size, fmin, fmax,
+                          center=False):
+    """Log-mel spectrogram `[b, num_mels, frames]` of waveforms `[b, T]` (same framing as
+    `spectrogram_torch`)."""
+    return spec_to_mel_torch(spectrogram_torch(y, n_fft, hop_size, win_size, center), n_fft,
+                             num_mels, sampling_rate, fmin, fmax)

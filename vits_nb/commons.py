@@ -20,33 +20,37 @@ def sequence_mask(length, max_length=None):
     pos = torch.arange(max_length, dtype=length.dtype, device=length.device)
     return pos.unsqueeze(0) < length.unsqueeze(1)
 
-# %% ../nbs/04_commons.ipynb #d8ed5124
+# %% ../nbs/04_commons.ipynb #50595a45
 def get_padding(kernel_size, dilation=1):
     "Padding that keeps the length of a stride-1 conv with an odd `kernel_size`."
     return (kernel_size * dilation - dilation) // 2
 
 def init_weights(m, mean=0.0, std=0.01):
-    "Official init: `N(mean, std)` for convolutions with a plain weight (weight-normed ones are left alone)."
+    """Official init: `N(mean, std)` for convolutions with a plain weight (weight-normed ones are
+    left alone)."""
     if 'Conv' in type(m).__name__ and not parametrize.is_parametrized(m):
         m.weight.data.normal_(mean, std)
 
-# %% ../nbs/04_commons.ipynb #337a7ff5
+# %% ../nbs/04_commons.ipynb #abddf78c
 def slice_segments(x, ids_str, segment_size=4):
     "Windows `x[i, :, ids_str[i] : ids_str[i] + segment_size]`, stacked to `[b, c, segment_size]`."
-    idx = ids_str.view(-1, 1, 1).to(x.device) + torch.arange(segment_size, device=x.device).view(1, 1, -1)
+    idx = (ids_str.view(-1, 1, 1).to(x.device)
+           + torch.arange(segment_size, device=x.device).view(1, 1, -1))
     return torch.gather(x, 2, idx.expand(x.size(0), x.size(1), segment_size))
 
 def rand_slice_segments(x, x_lengths=None, segment_size=4):
-    "Random windows of `segment_size` inside each item's valid length; returns `(segments, ids_str)`."
+    """Random windows of `segment_size` inside each item's valid length; returns
+    `(segments, ids_str)`."""
     b, _, t = x.size()
     if x_lengths is None: x_lengths = torch.full((b,), t, device=x.device)
     ids_str_max = (x_lengths - segment_size + 1).clamp(min=1)
     ids_str = (torch.rand(b, device=x.device) * ids_str_max).long()
     return slice_segments(x, ids_str, segment_size), ids_str
 
-# %% ../nbs/04_commons.ipynb #4b28d640
+# %% ../nbs/04_commons.ipynb #62f9f420
 def generate_path(duration, mask):
-    "Hard alignment from integer durations. duration: `[b, 1, t_x]`, mask: `[b, 1, t_y, t_x]` → path `[b, 1, t_y, t_x]`."
+    """Hard alignment from integer durations. duration: `[b, 1, t_x]`, mask: `[b, 1, t_y, t_x]` →
+    path `[b, 1, t_y, t_x]`."""
     b, _, t_y, t_x = mask.shape
     cum = torch.cumsum(duration, -1).view(b * t_x)                  # D_i, flattened
     upto = sequence_mask(cum, t_y).to(mask.dtype).view(b, t_x, t_y)  # frames j < D_i
@@ -66,7 +70,7 @@ class LayerNorm(nn.Module):
         x = F.layer_norm(x.transpose(1, -1), (self.channels,), self.gamma, self.beta, self.eps)
         return x.transpose(1, -1)
 
-# %% ../nbs/04_commons.ipynb #2e0ed6da
+# %% ../nbs/04_commons.ipynb #4a927ee2
 _G, _V = 'parametrizations.weight.original0', 'parametrizations.weight.original1'
 
 def _save_official_names(module, state_dict, prefix, local_metadata):
@@ -79,7 +83,8 @@ def _load_official_names(module, state_dict, prefix, *args):
         if prefix + old in state_dict: state_dict[prefix + new] = state_dict.pop(prefix + old)
 
 def weight_norm(module, name='weight', dim=0):
-    "Weight-normalise `module` (parametrization API) while reading and writing official `weight_g`/`weight_v` keys."
+    """Weight-normalise `module` (parametrization API) while reading and writing official
+    `weight_g`/`weight_v` keys."""
     module = nn.utils.parametrizations.weight_norm(module, name, dim)
     module.register_state_dict_post_hook(_save_official_names)
     module._register_load_state_dict_pre_hook(_load_official_names, with_module=True)
@@ -90,25 +95,32 @@ def remove_weight_norm(module):
     parametrize.remove_parametrizations(module, 'weight', leave_parametrized=True)
     return module
 
-# %% ../nbs/04_commons.ipynb #fb2c4a07
+# %% ../nbs/04_commons.ipynb #f6836f45
 def fused_add_tanh_sigmoid_multiply(a, b, n_channels):
     "Gated activation `tanh(x[:n]) * sigmoid(x[n:])` of `x = a + b`."
     x = a + b
     return torch.tanh(x[:, :n_channels]) * torch.sigmoid(x[:, n_channels:])
 
 class WN(nn.Module):
-    "Non-causal WaveNet: `x [b, hidden, t]`, `x_mask [b, 1, t]`, optional `g [b, gin, 1]` → `[b, hidden, t]`."
-    def __init__(self, hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=0, p_dropout=0):
+    """Non-causal WaveNet: `x [b, hidden, t]`, `x_mask [b, 1, t]`, optional `g [b, gin, 1]` →
+    `[b, hidden, t]`."""
+    def __init__(self, hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=0,
+                 p_dropout=0):
         super().__init__()
         assert kernel_size % 2 == 1, 'kernel_size must be odd'
-        self.hidden_channels, self.n_layers, self.gin_channels = hidden_channels, n_layers, gin_channels
+        self.hidden_channels, self.n_layers = hidden_channels, n_layers
+        self.gin_channels = gin_channels
         self.in_layers, self.res_skip_layers = nn.ModuleList(), nn.ModuleList()
         self.drop = nn.Dropout(p_dropout)
-        if gin_channels: self.cond_layer = weight_norm(nn.Conv1d(gin_channels, 2 * hidden_channels * n_layers, 1))
+        if gin_channels:
+            cond = nn.Conv1d(gin_channels, 2 * hidden_channels * n_layers, 1)
+            self.cond_layer = weight_norm(cond)
         for i in range(n_layers):
             d = dilation_rate ** i
-            self.in_layers.append(weight_norm(nn.Conv1d(hidden_channels, 2 * hidden_channels, kernel_size,
-                                                        dilation=d, padding=get_padding(kernel_size, d))))
+            self.in_layers.append(weight_norm(nn.Conv1d(hidden_channels, 2 * hidden_channels,
+                                                        kernel_size,
+                                                        dilation=d,
+                                                        padding=get_padding(kernel_size, d))))
             # the last layer only feeds the skip path, so it needs half the channels
             out = 2 * hidden_channels if i < n_layers - 1 else hidden_channels
             self.res_skip_layers.append(weight_norm(nn.Conv1d(hidden_channels, out, 1)))
@@ -118,7 +130,8 @@ class WN(nn.Module):
         output = torch.zeros_like(x)
         if g is not None: g = self.cond_layer(g)
         for i in range(self.n_layers):
-            g_l = g[:, 2 * h * i: 2 * h * (i + 1)] if g is not None else torch.zeros_like(x[:, :1]).expand(-1, 2 * h, -1)
+            if g is not None: g_l = g[:, 2 * h * i: 2 * h * (i + 1)]
+            else: g_l = torch.zeros_like(x[:, :1]).expand(-1, 2 * h, -1)
             acts = self.drop(fused_add_tanh_sigmoid_multiply(self.in_layers[i](x), g_l, h))
             res_skip = self.res_skip_layers[i](acts)
             if i < self.n_layers - 1:

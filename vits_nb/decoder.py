@@ -11,10 +11,11 @@ from torch import nn
 import torch.nn.functional as F
 from .commons import get_padding, init_weights, weight_norm, remove_weight_norm
 
-# %% ../nbs/10_decoder.ipynb #59695ea1
-LRELU_SLOPE = 0.1   # HiFi-GAN's leaky ReLU slope, used before every conv in the decoder and discriminators
+# %% ../nbs/10_decoder.ipynb #ef9ffdae
+# HiFi-GAN's leaky ReLU slope, used before every conv in the decoder and discriminators
+LRELU_SLOPE = 0.1
 
-# %% ../nbs/10_decoder.ipynb #365fd889
+# %% ../nbs/10_decoder.ipynb #1560140c
 def _wn_conv(channels, kernel_size, dilation):
     "A weight-normed, length-preserving `Conv1d(channels, channels)`."
     return weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=dilation,
@@ -26,7 +27,8 @@ class ResBlock1(nn.Module):
         super().__init__()
         self.convs1 = nn.ModuleList(_wn_conv(channels, kernel_size, d) for d in dilation)
         self.convs2 = nn.ModuleList(_wn_conv(channels, kernel_size, 1) for _ in dilation)
-        self.convs1.apply(init_weights)   # official init: a no-op on weight-normed convs (commons.init_weights)
+        # official init: a no-op on weight-normed convs (commons.init_weights)
+        self.convs1.apply(init_weights)
         self.convs2.apply(init_weights)
 
     def forward(self, x, x_mask=None):
@@ -42,7 +44,8 @@ class ResBlock1(nn.Module):
         for l in [*self.convs1, *self.convs2]: remove_weight_norm(l)
 
 class ResBlock2(nn.Module):
-    "HiFi-GAN V3 residual block: one dilated conv per update, `[b, channels, t] → [b, channels, t]`."
+    """HiFi-GAN V3 residual block: one dilated conv per update,
+    `[b, channels, t] → [b, channels, t]`."""
     def __init__(self, channels, kernel_size=3, dilation=(1, 3)):
         super().__init__()
         self.convs = nn.ModuleList(_wn_conv(channels, kernel_size, d) for d in dilation)
@@ -58,32 +61,39 @@ class ResBlock2(nn.Module):
     def remove_weight_norm(self):
         for l in self.convs: remove_weight_norm(l)
 
-# %% ../nbs/10_decoder.ipynb #a24d6c9a
+# %% ../nbs/10_decoder.ipynb #324b1a9a
 class Generator(nn.Module):
-    "HiFi-GAN generator: `x [b, initial_channel, frames]`, optional `g [b, gin, 1]` → `[b, 1, frames·∏upsample_rates]`."
+    """HiFi-GAN generator: `x [b, initial_channel, frames]`, optional `g [b, gin, 1]` →
+    `[b, 1, frames·∏upsample_rates]`."""
     def __init__(self, initial_channel, resblock, resblock_kernel_sizes, resblock_dilation_sizes,
                  upsample_rates, upsample_initial_channel, upsample_kernel_sizes, gin_channels=0):
         super().__init__()
         if len(upsample_rates) != len(upsample_kernel_sizes):
-            raise ValueError(f'upsample_rates {upsample_rates} and upsample_kernel_sizes {upsample_kernel_sizes} differ in length')
+            raise ValueError(f'upsample_rates {upsample_rates} and upsample_kernel_sizes '
+                             f'{upsample_kernel_sizes} differ in length')
         if len(resblock_kernel_sizes) != len(resblock_dilation_sizes):
-            raise ValueError(f'resblock_kernel_sizes {resblock_kernel_sizes} and resblock_dilation_sizes '
+            raise ValueError(f'resblock_kernel_sizes {resblock_kernel_sizes} and '
+                             f'resblock_dilation_sizes '
                              f'{resblock_dilation_sizes} differ in length')
         for u, k in zip(upsample_rates, upsample_kernel_sizes):
             if k < u or (k - u) % 2:
-                raise ValueError(f'upsample kernel {k} must exceed its rate {u} by an even number to upsample exactly ×{u}')
-        if str(resblock) not in ('1', '2'): raise ValueError(f"resblock must be '1' or '2', got {resblock!r}")
+                raise ValueError(f'upsample kernel {k} must exceed its rate {u} by an even number '
+                                 f'to upsample exactly ×{u}')
+        if str(resblock) not in ('1', '2'):
+            raise ValueError(f"resblock must be '1' or '2', got {resblock!r}")
         Block = ResBlock1 if str(resblock) == '1' else ResBlock2
         self.num_kernels, self.num_upsamples = len(resblock_kernel_sizes), len(upsample_rates)
         self.gin_channels = gin_channels
         self.conv_pre = nn.Conv1d(initial_channel, upsample_initial_channel, 7, 1, padding=3)
         self.ups = nn.ModuleList(
-            weight_norm(nn.ConvTranspose1d(upsample_initial_channel // 2 ** i, upsample_initial_channel // 2 ** (i + 1),
+            weight_norm(nn.ConvTranspose1d(upsample_initial_channel // 2 ** i,
+                                           upsample_initial_channel // 2 ** (i + 1),
                                            k, u, padding=(k - u) // 2))
             for i, (u, k) in enumerate(zip(upsample_rates, upsample_kernel_sizes)))
         self.resblocks = nn.ModuleList(
             Block(upsample_initial_channel // 2 ** (i + 1), k, d)
-            for i in range(self.num_upsamples) for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes))
+            for i in range(self.num_upsamples)
+            for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes))
         ch = upsample_initial_channel // 2 ** self.num_upsamples
         self.conv_post = nn.Conv1d(ch, 1, 7, 1, padding=3, bias=False)
         self.ups.apply(init_weights)      # official init: a no-op on weight-normed convs
@@ -92,13 +102,15 @@ class Generator(nn.Module):
     def forward(self, x, g=None):
         x = self.conv_pre(x)                                   # [b, uic, T]
         if g is not None:
-            if not self.gin_channels: raise ValueError('g given but the generator was built with gin_channels=0')
+            if not self.gin_channels:
+                raise ValueError('g given but the generator was built with gin_channels=0')
             x = x + self.cond(g)                               # g: [b, gin, 1] broadcasts over time
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))               # [b, uic/2^(i+1), T·u_0···u_i]
             mrf = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
             x = sum(rb(x) for rb in mrf) / self.num_kernels    # multi-receptive-field fusion
-        x = F.leaky_relu(x)                                    # default slope 0.01, as in the official model
+        # default slope 0.01, as in the official model
+        x = F.leaky_relu(x)
         return torch.tanh(self.conv_post(x))                   # [b, 1, T·∏u]
 
     def remove_weight_norm(self):

@@ -12,22 +12,26 @@ import torch.nn.functional as F
 from .commons import get_padding, weight_norm
 from .decoder import LRELU_SLOPE
 
-# %% ../nbs/11_discriminators.ipynb #48a47558
+# %% ../nbs/11_discriminators.ipynb #596133a9
 def period_view(x, period):
-    "Reflect-pad `x [b, c, t]` to a multiple of `period` and fold it to `[b, c, ceil(t/period), period]`."
+    """Reflect-pad `x [b, c, t]` to a multiple of `period` and fold it to
+    `[b, c, ceil(t/period), period]`."""
     b, c, t = x.shape
     n_pad = -t % period
     if n_pad:
-        if n_pad >= t: raise ValueError(f'signal of {t} samples is too short to reflect-pad to period {period}')
+        if n_pad >= t:
+            raise ValueError(f'signal of {t} samples is too short to reflect-pad to period '
+                             f'{period}')
         x = F.pad(x, (0, n_pad), 'reflect')
     return x.view(b, c, (t + n_pad) // period, period)
 
-# %% ../nbs/11_discriminators.ipynb #14f3b20a
+# %% ../nbs/11_discriminators.ipynb #430c5184
 def _norm_f(use_spectral_norm):
     return nn.utils.spectral_norm if use_spectral_norm else weight_norm
 
 def _score_with_fmaps(convs, conv_post, x):
-    "Leaky-ReLU conv stack then `conv_post`: (flattened scores, every layer's output for feature matching)."
+    """Leaky-ReLU conv stack then `conv_post`: (flattened scores, every layer's output for feature
+    matching)."""
     fmap = []
     for l in convs:
         x = F.leaky_relu(l(x), LRELU_SLOPE)
@@ -37,7 +41,8 @@ def _score_with_fmaps(convs, conv_post, x):
     return torch.flatten(x, 1, -1), fmap
 
 class DiscriminatorP(nn.Module):
-    "Period discriminator: `y [b, 1, t]` → (scores `[b, n]`, 6 feature maps `[b, c, t'/period, period]`)."
+    """Period discriminator: `y [b, 1, t]` → (scores `[b, n]`, 6 feature maps
+    `[b, c, t'/period, period]`)."""
     def __init__(self, period, kernel_size=5, stride=3, use_spectral_norm=False):
         super().__init__()
         self.period, norm_f = period, _norm_f(use_spectral_norm)
@@ -70,18 +75,22 @@ class DiscriminatorS(nn.Module):
     def forward(self, x):
         return _score_with_fmaps(self.convs, self.conv_post, x)   # [b, c, t/4^k] per layer
 
-# %% ../nbs/11_discriminators.ipynb #e9468a3e
+# %% ../nbs/11_discriminators.ipynb #7e487881
 class MultiPeriodDiscriminator(nn.Module):
-    "Scale + periods 2, 3, 5, 7, 11: `(y, y_hat)` → `(y_d_rs, y_d_gs, fmap_rs, fmap_gs)`, one entry per discriminator."
+    """Scale + periods 2, 3, 5, 7, 11: `(y, y_hat)` → `(y_d_rs, y_d_gs, fmap_rs, fmap_gs)`, one
+    entry per discriminator."""
     periods = (2, 3, 5, 7, 11)
     def __init__(self, use_spectral_norm=False):
         super().__init__()
         self.discriminators = nn.ModuleList(
-            [DiscriminatorS(use_spectral_norm)] + [DiscriminatorP(p, use_spectral_norm=use_spectral_norm) for p in self.periods])
+            [DiscriminatorS(use_spectral_norm)]
+            + [DiscriminatorP(p, use_spectral_norm=use_spectral_norm) for p in self.periods])
 
     def forward(self, y, y_hat):
-        if y.shape != y_hat.shape: raise ValueError(f'y {tuple(y.shape)} and y_hat {tuple(y_hat.shape)} differ in shape')
-        if y.dim() != 3 or y.shape[1] != 1: raise ValueError(f'expected waveforms [b, 1, t], got {tuple(y.shape)}')
+        if y.shape != y_hat.shape:
+            raise ValueError(f'y {tuple(y.shape)} and y_hat {tuple(y_hat.shape)} differ in shape')
+        if y.dim() != 3 or y.shape[1] != 1:
+            raise ValueError(f'expected waveforms [b, 1, t], got {tuple(y.shape)}')
         b = y.shape[0]
         both = torch.cat([y, y_hat])                 # [2b, 1, t]: real first, then generated
         y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []

@@ -19,61 +19,78 @@ import vits_nb
 from .commons import generate_path, remove_weight_norm
 from .models import model_from_config, tiny_config
 
-# %% ../nbs/14a_export.ipynb #451fbe36
+# %% ../nbs/14a_export.ipynb #64425ad9
 def relative_attention(self, query, key, value, mask=None):
-    "Export form of `MultiHeadAttention.attention` (self-attention with window `w`): `gather`s instead of diagonals."
+    """Export form of `MultiHeadAttention.attention` (self-attention with window `w`): `gather`s
+    instead of diagonals."""
     if self.window_size is None or self.proximal_bias or self.block_length is not None:
-        raise ValueError('export supports windowed relative self-attention without proximal bias or block length')
+        raise ValueError('export supports windowed relative self-attention without proximal bias '
+                         'or block length')
     b, d, t = key.shape
     h, dk, w = self.n_heads, self.k_channels, self.window_size
     query = query.view(b, h, dk, t).transpose(2, 3) / math.sqrt(dk)            # [b, h, l, dk]
     key, value = (v.view(b, h, dk, t).transpose(2, 3) for v in (key, value))
-    scores = query @ key.transpose(-2, -1)                                    # q_i·k_j/√d   [b, h, l, l]
+    # q_i·k_j/√d   [b, h, l, l]
+    scores = query @ key.transpose(-2, -1)
     pos = torch.arange(t, device=query.device)
     r = pos[None, :] - pos[:, None]                                           # j − i        [l, l]
-    rel_k = query @ self.emb_rel_k.transpose(1, 2)                            # q_i·a^K_k/√d  [b, h, l, 2w+1]
-    scores = scores + torch.gather(rel_k, 3, (r.clamp(-w, w) + w).expand(b, h, t, t)) * (r.abs() <= w)
+    # q_i·a^K_k/√d  [b, h, l, 2w+1]
+    rel_k = query @ self.emb_rel_k.transpose(1, 2)
+    scores = scores + (torch.gather(rel_k, 3, (r.clamp(-w, w) + w).expand(b, h, t, t))
+                       * (r.abs() <= w))
     if mask is not None: scores = scores.masked_fill(mask == 0, -1e4)
     p_attn = F.softmax(scores, dim=-1)                                        # α_ij
-    j = pos[:, None] + torch.arange(2 * w + 1, device=query.device)[None, :] - w   # column i+k−w   [l, 2w+1]
-    alpha_rel = torch.gather(p_attn, 3, j.clamp(0, t - 1).expand(b, h, t, 2 * w + 1)) * ((j >= 0) & (j < t))
-    output = p_attn @ value + alpha_rel @ self.emb_rel_v.unsqueeze(0)          # Σ_j α_ij (v_j + a^V_ij)
+    # column i+k−w   [l, 2w+1]
+    j = pos[:, None] + torch.arange(2 * w + 1, device=query.device)[None, :] - w
+    alpha_rel = (torch.gather(p_attn, 3, j.clamp(0, t - 1).expand(b, h, t, 2 * w + 1))
+                 * ((j >= 0) & (j < t)))
+    # Σ_j α_ij (v_j + a^V_ij)
+    output = p_attn @ value + alpha_rel @ self.emb_rel_v.unsqueeze(0)
     return output.transpose(2, 3).reshape(b, d, t), p_attn
 
-# %% ../nbs/14a_export.ipynb #8c510157
+# %% ../nbs/14a_export.ipynb #007a518a
 def _searchsorted_symbolic(g, sorted_sequence, values, out_int32, right, side, sorter):
-    "ONNX for `searchsorted(seq [..., n], values [..., m])` → how many `seq` entries lie ≤ (right) or < each value."
+    """ONNX for `searchsorted(seq [..., n], values [..., m])` → how many `seq` entries lie ≤
+    (right) or < each value."""
     from torch.onnx import symbolic_helper as sh
     right = sh._maybe_get_const(right, 'b') or sh._maybe_get_const(side, 's') == 'right'
-    seq = g.op('Unsqueeze', sorted_sequence, g.op('Constant', value_t=torch.tensor([-2])))   # [..., 1, n]
-    val = g.op('Unsqueeze', values, g.op('Constant', value_t=torch.tensor([-1])))            # [..., m, 1]
-    hit = g.op('GreaterOrEqual' if right else 'Greater', val, seq)                          # [..., m, n]
-    count = g.op('ReduceSum', g.op('Cast', hit, to_i=7), g.op('Constant', value_t=torch.tensor([-1])), keepdims_i=0)
+    # [..., 1, n]
+    seq = g.op('Unsqueeze', sorted_sequence, g.op('Constant', value_t=torch.tensor([-2])))
+    # [..., m, 1]
+    val = g.op('Unsqueeze', values, g.op('Constant', value_t=torch.tensor([-1])))
+    # [..., m, n]
+    hit = g.op('GreaterOrEqual' if right else 'Greater', val, seq)
+    count = g.op('ReduceSum', g.op('Cast', hit, to_i=7),
+                 g.op('Constant', value_t=torch.tensor([-1])), keepdims_i=0)
     return g.op('Cast', count, to_i=6) if sh._maybe_get_const(out_int32, 'b') else count
 
 def register_symbolics(opset=17):
     "Teach the TorchScript ONNX exporter `aten::searchsorted` (idempotent)."
     torch.onnx.register_custom_op_symbolic('aten::searchsorted', _searchsorted_symbolic, opset)
 
-# %% ../nbs/14a_export.ipynb #de8f9586
+# %% ../nbs/14a_export.ipynb #4421124f
 def inference_copy(model, hps):
-    "A fresh eval copy of `model` (built from `hps`) with weight norm folded and export attention bound."
+    """A fresh eval copy of `model` (built from `hps`) with weight norm folded and export attention
+    bound."""
     copy = model_from_config(hps)
     copy.load_state_dict(getattr(model, 'module', model).state_dict())
     for m in copy.modules():
         if parametrize.is_parametrized(m, 'weight'): remove_weight_norm(m)
-    for layer in copy.enc_p.encoder.attn_layers: layer.attention = types.MethodType(relative_attention, layer)
+    for layer in copy.enc_p.encoder.attn_layers:
+        layer.attention = types.MethodType(relative_attention, layer)
     return copy.eval()
 
 def infer_graph(m, input, input_lengths, scales, sid=None):
-    "The traceable inference pass of `m` (anything with `enc_p`, `dp`, `flow`, `dec`, `emb_g`): audio `[b, 1, samples]`."
+    """The traceable inference pass of `m` (anything with `enc_p`, `dp`, `flow`, `dec`, `emb_g`):
+    audio `[b, 1, samples]`."""
     x, m_p, logs_p, x_mask = m.enc_p(input, input_lengths)
     g = m.emb_g(sid).unsqueeze(-1) if sid is not None else None        # [b, gin, 1]
     if m.use_sdp: logw = m.dp(x, x_mask, g=g, reverse=True, noise_scale=scales[2])
     else: logw = m.dp(x, x_mask, g=g)
     w_ceil = torch.ceil(torch.exp(logw) * x_mask * scales[1]) * x_mask    # d̂, [b, 1, t_x]
     y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
-    frames = torch.arange(y_lengths.max(), device=input.device)           # a tensor, not a Python int
+    # a tensor, not a Python int
+    frames = torch.arange(y_lengths.max(), device=input.device)
     y_mask = (frames[None, :] < y_lengths[:, None]).unsqueeze(1).to(x_mask.dtype)
     attn = generate_path(w_ceil, x_mask.unsqueeze(2) * y_mask.unsqueeze(-1))  # [b, 1, t_y, t_x]
     m_p = (attn.squeeze(1) @ m_p.transpose(1, 2)).transpose(1, 2)          # [b, c, t_y]
@@ -83,17 +100,21 @@ def infer_graph(m, input, input_lengths, scales, sid=None):
     return m.dec(z * y_mask, g=g)
 
 class InferenceGraph(nn.Module):
-    "`input [b, t]` int64, `input_lengths [b]`, `scales [3]` = (noise_scale, length_scale, noise_scale_w), `sid [b]` → audio `[b, 1, samples]`."
+    """`input [b, t]` int64, `input_lengths [b]`, `scales [3]` = (noise_scale, length_scale,
+    noise_scale_w), `sid [b]` → audio `[b, 1, samples]`."""
     def __init__(self, model): super().__init__(); self.model = model
-    def forward(self, input, input_lengths, scales, sid=None): return infer_graph(self.model, input, input_lengths, scales, sid)
+    def forward(self, input, input_lengths, scales, sid=None):
+        return infer_graph(self.model, input, input_lengths, scales, sid)
 
-# %% ../nbs/14a_export.ipynb #b9a8054d
+# %% ../nbs/14a_export.ipynb #8b6315e2
 INPUT_NAMES = ['input', 'input_lengths', 'scales']
 
 def export_onnx(model, hps, path, opset=17, example_length=50, quantize=None, calibration=None):
-    "Write the inference graph of `model` (config `hps`) to `path` with dynamic text and audio lengths; returns the path."
+    """Write the inference graph of `model` (config `hps`) to `path` with dynamic text and audio
+    lengths; returns the path."""
     import onnx
-    if quantize not in (None, 'int8'): raise ValueError(f"quantize must be None (float32) or 'int8', got {quantize!r}")
+    if quantize not in (None, 'int8'):
+        raise ValueError(f"quantize must be None (float32) or 'int8', got {quantize!r}")
     register_symbolics(opset)
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     graph = InferenceGraph(inference_copy(model, hps)).eval()
@@ -102,16 +123,20 @@ def export_onnx(model, hps, path, opset=17, example_length=50, quantize=None, ca
     args = (x, torch.tensor([example_length]), torch.tensor([0.667, 1.0, 0.8]))
     names = INPUT_NAMES + (['sid'] if multi else [])
     if multi: args += (torch.tensor([0]),)
-    feeds = calibration_feeds(hps, calibration, graph.model.n_speakers if multi else 0) if quantize else None
+    feeds = None
+    if quantize: feeds = calibration_feeds(hps, calibration, graph.model.n_speakers if multi else 0)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp'); os.close(fd)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter('ignore')     # tracer warnings about the (constant) input checks
-            torch.onnx.export(graph, args, tmp, input_names=names, output_names=['audio'], opset_version=opset,
-                              dynamic_axes={'input': {1: 'text_length'}, 'audio': {2: 'samples'}}, dynamo=False)
+            torch.onnx.export(graph, args, tmp, input_names=names, output_names=['audio'],
+                              opset_version=opset,
+                              dynamic_axes={'input': {1: 'text_length'}, 'audio': {2: 'samples'}},
+                              dynamo=False)
         proto = onnx.load(tmp)
         meta = {'vits_nb_config': json.dumps(hps.to_dict()), 'vits_nb_version': vits_nb.__version__,
-                'hop_length': str(graph.model.hop_length), 'sample_rate': str(hps.data.sampling_rate),
+                'hop_length': str(graph.model.hop_length),
+                'sample_rate': str(hps.data.sampling_rate),
                 'n_speakers': str(graph.model.n_speakers if multi else 0)}
         for k, v in meta.items(): proto.metadata_props.add(key=k, value=v)
         onnx.checker.check_model(proto)
@@ -123,39 +148,50 @@ def export_onnx(model, hps, path, opset=17, example_length=50, quantize=None, ca
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-# %% ../nbs/14a_export.ipynb #641866c4
+# %% ../nbs/14a_export.ipynb #a366d83f
 def snr_db(ref, out):
-    "Signal-to-noise ratio of `out` against `ref`, 10·log10(Σ ref² / Σ (out − ref)²), in float64; inf when they are equal."
+    """Signal-to-noise ratio of `out` against `ref`, 10·log10(Σ ref² / Σ (out − ref)²), in float64;
+    inf when they are equal."""
     ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
     err = float(((out - ref) ** 2).sum())
     return 10 * math.log10(float((ref ** 2).sum()) / err) if err > 0 else math.inf
 
 def check_parity(model, onnx_path, length=40, speaker=0, seed=0):
-    "Max |onnx − torch| and SNR (dB) of the ONNX export against `model.infer` on `length` random ids, noise scales at 0."
+    """Max |onnx − torch| and SNR (dB) of the ONNX export against `model.infer` on `length` random
+    ids, noise scales at 0."""
     from vits_nb.onnx_synth import OnnxTTS
     model = getattr(model, 'module', model).eval()
-    ids = torch.randint(1, model.n_vocab, (1, length), generator=torch.Generator().manual_seed(seed))
+    ids = torch.randint(1, model.n_vocab, (1, length),
+                        generator=torch.Generator().manual_seed(seed))
     multi = model.n_speakers > 1
     with torch.no_grad():
-        ref = model.infer(ids, torch.tensor([length]), sid=torch.tensor([speaker]) if multi else None,
+        ref = model.infer(ids, torch.tensor([length]),
+                          sid=torch.tensor([speaker]) if multi else None,
                           noise_scale=0., noise_scale_w=0.)[0][0, 0].numpy()
-    out = OnnxTTS(onnx_path, threads=1).infer_ids(ids[0].numpy(), speaker if multi else None, noise_scale=0., noise_scale_w=0.)
-    if out.shape != ref.shape: raise RuntimeError(f'ONNX output has {out.shape[0]} samples, PyTorch {ref.shape[0]}')
-    return {'max_abs_diff': float(np.abs(out - ref).max()), 'snr_db': snr_db(ref, out), 'samples': int(ref.shape[0]),
-            'rms': float(np.sqrt((ref ** 2).mean()))}
+    out = OnnxTTS(onnx_path, threads=1).infer_ids(ids[0].numpy(), speaker if multi else None,
+                                                  noise_scale=0., noise_scale_w=0.)
+    if out.shape != ref.shape:
+        raise RuntimeError(f'ONNX output has {out.shape[0]} samples, PyTorch {ref.shape[0]}')
+    return {'max_abs_diff': float(np.abs(out - ref).max()), 'snr_db': snr_db(ref, out),
+            'samples': int(ref.shape[0]), 'rms': float(np.sqrt((ref ** 2).mean()))}
 
-# %% ../nbs/14a_export.ipynb #7cb216fb
+# %% ../nbs/14a_export.ipynb #c8c93612
 def decode_chunks(model, z, chunk_frames, overlap_frames=16, g=None):
-    "Yield the decoder output of `z [b, c, frames]` in pieces of `chunk_frames` frames (`[b, 1, chunk·hop]`), each decoded with `overlap_frames` of context per side."
+    """Yield the decoder output of `z [b, c, frames]` in pieces of `chunk_frames` frames
+    (`[b, 1, chunk·hop]`), each decoded with `overlap_frames` of context per side."""
     dec = getattr(model, 'dec', model)
     if z.dim() != 3: raise ValueError(f'z must be [b, channels, frames], got {tuple(z.shape)}')
-    if int(chunk_frames) < 1: raise ValueError(f'chunk_frames must be at least 1, got {chunk_frames}')
-    if int(overlap_frames) < 0: raise ValueError(f'overlap_frames must be ≥ 0, got {overlap_frames}')
+    if int(chunk_frames) < 1:
+        raise ValueError(f'chunk_frames must be at least 1, got {chunk_frames}')
+    if int(overlap_frames) < 0:
+        raise ValueError(f'overlap_frames must be ≥ 0, got {overlap_frames}')
     t = z.size(2)
     for s in range(0, t, int(chunk_frames)):
         e = min(t, s + int(chunk_frames))
-        a, b = max(0, s - int(overlap_frames)), min(t, e + int(overlap_frames))   # window with context
-        o = dec(z[:, :, a:b], g=g)                                                 # [b, 1, (b−a)·hop]
+        # window with context
+        a, b = max(0, s - int(overlap_frames)), min(t, e + int(overlap_frames))
+        # [b, 1, (b−a)·hop]
+        o = dec(z[:, :, a:b], g=g)
         hop = o.size(2) // (b - a)
         yield o[:, :, (s - a) * hop:(e - a) * hop]                                 # keep the centre
 
@@ -163,7 +199,7 @@ def decode_chunked(model, z, chunk_frames, overlap_frames=16, g=None):
     "`decode_chunks` joined: the whole decode of `z`, computed window by window."
     return torch.cat(list(decode_chunks(model, z, chunk_frames, overlap_frames, g)), 2)
 
-# %% ../nbs/14a_export.ipynb #0a4768bd
+# %% ../nbs/14a_export.ipynb #68123a4a
 CALIBRATION_TEXTS = (
     'The quick brown fox jumps over the lazy dog.',
     'How much would you pay for a ticket to the moon, and would you go alone?',
@@ -175,58 +211,76 @@ CALIBRATION_TEXTS = (
     'Whisper it softly, then shout it loudly across the valley.')
 
 def calibration_feeds(hps, calibration=None, n_speakers=0, scales=(.667, 1., .8)):
-    "onnxruntime input dicts for the exported graph: one per text (cleaned with `hps`) or id sequence in `calibration`."
+    """onnxruntime input dicts for the exported graph: one per text (cleaned with `hps`) or id
+    sequence in `calibration`."""
     from vits_nb.text import get_text
     d, feeds = hps.data, []
     items = CALIBRATION_TEXTS if calibration is None else list(calibration)
     if 'piper' in d:
         from vits_nb.piper_text import PiperFrontend
         frontend = PiperFrontend(d.piper.to_dict())
-    if not items: raise ValueError('calibration is empty: give texts or id sequences (or None for CALIBRATION_TEXTS)')
+    if not items:
+        raise ValueError('calibration is empty: give texts or id sequences (or None for '
+                         'CALIBRATION_TEXTS)')
     for i, item in enumerate(items):
         if isinstance(item, str):
             try:
-                if 'piper' in d: ids = np.asarray(frontend.sentences(item)[0], dtype=np.int64)   # a Piper voice's ids
-                else: ids = get_text(item, add_blank=d.get('add_blank', True), cleaner_names=tuple(d.text_cleaners)).numpy()
+                # a Piper voice's ids
+                if 'piper' in d: ids = np.asarray(frontend.sentences(item)[0], dtype=np.int64)
+                else:
+                    ids = get_text(item, add_blank=d.get('add_blank', True),
+                                   cleaner_names=tuple(d.text_cleaners)).numpy()
             except ValueError as e: raise ValueError(f'calibration item {i}: {e}') from e
         else: ids = np.asarray(item, dtype=np.int64).reshape(-1)
         if ids.size == 0: raise ValueError(f'calibration item {i} has no symbols: {item!r}')
-        feed = {'input': ids[None].astype(np.int64), 'input_lengths': np.array([ids.size], dtype=np.int64),
+        feed = {'input': ids[None].astype(np.int64),
+                'input_lengths': np.array([ids.size], dtype=np.int64),
                 'scales': np.asarray(scales, dtype=np.float32)}
         if n_speakers > 1: feed['sid'] = np.array([i % n_speakers], dtype=np.int64)
         feeds.append(feed)
     return feeds
 
 def decoder_conv_nodes(proto):
-    "Names of the Conv nodes of the decoder's residual blocks in an exported graph (what `quantize_decoder` quantizes)."
-    return [n.name for n in proto.graph.node if n.op_type == 'Conv' and n.name.startswith('/dec/resblocks')]
+    """Names of the Conv nodes of the decoder's residual blocks in an exported graph (what
+    `quantize_decoder` quantizes)."""
+    return [n.name for n in proto.graph.node if n.op_type == 'Conv'
+            and n.name.startswith('/dec/resblocks')]
 
 def quantize_decoder(src, dst, feeds, seed=0):
-    "Static int8 quantization (QDQ) of the decoder's residual-block convolutions in the ONNX file `src` into `dst`, calibrated on `feeds`."
+    """Static int8 quantization (QDQ) of the decoder's residual-block convolutions in the ONNX file
+    `src` into `dst`, calibrated on `feeds`."""
     import onnx, onnxruntime as ort
-    from onnxruntime.quantization import quantize_static, QuantFormat, QuantType, CalibrationDataReader, CalibrationMethod
+    from onnxruntime.quantization import (quantize_static, QuantFormat, QuantType,
+                                          CalibrationDataReader, CalibrationMethod)
     src, dst = Path(src), Path(dst)
     proto = onnx.load(src)
     nodes = decoder_conv_nodes(proto)
-    if not nodes: raise ValueError(f'{src} has no decoder convolutions to quantize (not a vits_nb export?)')
+    if not nodes:
+        raise ValueError(f'{src} has no decoder convolutions to quantize (not a vits_nb export?)')
     meta = {p.key: p.value for p in proto.metadata_props}
     class Reader(CalibrationDataReader):
         def __init__(self): self.it = iter(feeds)
         def get_next(self): return next(self.it, None)
-    ort.set_seed(int(seed))      # the graph draws noise while it calibrates: make the ranges reproducible
+    # the graph draws noise while it calibrates: make the ranges reproducible
+    ort.set_seed(int(seed))
     with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        logging.disable(logging.WARNING)    # the quantizer logs advice about shape pre-processing it does not need here
+        # the quantizer logs advice about shape pre-processing it does not need here
+        logging.disable(logging.WARNING)
         try:
             out = Path(d) / 'q.onnx'
-            quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=['Conv'],
+            quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, per_channel=True,
+                            op_types_to_quantize=['Conv'],
                             nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax)
             q = onnx.load(out)
         finally: logging.disable(logging.NOTSET)
     del q.metadata_props[:]
-    meta['vits_nb_quantization'] = (f'int8 decoder: {len(nodes)} residual-block Conv nodes, QDQ, per-channel int8 '
-                                    f'weights, uint8 activations, MinMax calibration on {len(feeds)} utterances')
+    meta['vits_nb_quantization'] = (f'int8 decoder: {len(nodes)} residual-block Conv nodes, QDQ, '
+                                    f'per-channel int8 '
+                                    f'weights, uint8 activations, MinMax calibration on '
+                                    f'{len(feeds)} utterances')
     for k, v in meta.items(): q.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(q)
     onnx.save(q, dst)

