@@ -329,6 +329,9 @@ def step_train_step_correctness(dev, dry):
            'losses_finite': finite, 'bf16_vs_fp32': close,
            'bf16_close': bool(close) and all(c['pass'] for c in close.values()),
            'tolerance': f'each loss: |bf16 - fp32| <= {TOL_BF16_REL} * |fp32| + 1e-3'}
+    import torch
+    res['tf32'] = {'matmul': torch.backends.cuda.matmul.allow_tf32,      # PyTorch's defaults
+                   'cudnn': torch.backends.cudnn.allow_tf32}
     if dev.type == 'cpu':
         res['note'] = 'skipped: no CUDA (fp32 and a CPU bf16-autocast stand-in, tiny config)'
         res['status'] = 'ok' if finite else 'fail'
