@@ -539,7 +539,7 @@ def step_infer_rtf(dev, dry, voice, deadline):
     res['ljs_base'] = {'symbols': n, 'durations': '3 frames per symbol (as bench_infer)',
                        'audio_s': secs, 'median_s': med, 'best_s': best, 'rtf': med / secs,
                        'repeats': k, 'cpu_reference_rtf': 0.149}
-    del m
+    m = None                                           # free it before the voice
     if voice is None:
         res['shipped_voice'] = {'status': 'skipped: voice not available'}
     else:
