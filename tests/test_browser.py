@@ -4,13 +4,20 @@ The test copies nbs/14_inference.ipynb (which builds its own tiny random checkpo
 fresh server root, runs all cells from the Run menu, types a new sentence into the first panel, presses
 Synthesize, and waits until the page's <audio> element holds a new WAV whose decoded duration is exactly the
 frame count the panel reports times hop/sr. A screenshot goes to the test's tmp folder (and to
-$VITS_NB_ARTIFACTS when set). Needs `chromium` (apt) and `playwright` (pip); no browser is downloaded."""
+$VITS_NB_ARTIFACTS when set). Needs `chromium` (apt) and `playwright` (pip); no browser is downloaded.
+
+After Run All, the figures of three chapters (09 duration, 12 model, 14 inference) are photographed as a reader
+sees them at 1280 px: the top of the notebook and every cell with an image, into `.cache/screenshots/<chapter>/`
+(git-ignored), so a person can look at them."""
 import json, os, re, secrets, shutil, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / 'nbs' / '14_inference.ipynb'
+SCREENSHOTS = ROOT / '.cache' / 'screenshots'
+# photographed here (with cells whose output shows these texts); 14_inference by the panel test
+SHOT_CHAPTERS = {'09_duration': ('gap bound',), '12_model': ('total generator loss', 'config(s) that fit it')}
 CHROMIUM = os.environ.get('VITS_NB_CHROMIUM', '/usr/bin/chromium')
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage']
@@ -35,6 +42,8 @@ def _start_lab(root, home, port, token):
     _write(settings / '@jupyterlab' / 'notebook-extension' / 'tracker.jupyterlab-settings', {'windowingMode': 'none'})
     _write(settings / '@jupyterlab' / 'apputils-extension' / 'notification.jupyterlab-settings',
            {'fetchNews': 'false', 'checkForUpdates': False})
+    # the notebooks served are copies, but nothing should be written back while cells run
+    _write(settings / '@jupyterlab' / 'docmanager-extension' / 'plugin.jupyterlab-settings', {'autosave': False})
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONFAULTHANDLER='1', JUPYTER_CONFIG_DIR=str(home / 'config'),
                JUPYTER_RUNTIME_DIR=str(home / 'runtime'), IPYTHONDIR=str(home / 'ipython'),
                JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(home / 'workspaces'))
@@ -118,6 +127,74 @@ def _run_all_cells(page, n_code, home, timeout, runs_max=3):
         page.wait_for_timeout(500)
 
 
+def _screenshot_chapter(page, name, max_figures=8, texts=()):
+    """Photograph a notebook after Run All: the top of the page, then each code cell with an image output
+    and each whose output shows one of `texts` (scrolled into view, the cell only), into SCREENSHOTS/name/.
+    Returns the paths written."""
+    dest = SCREENSHOTS / name
+    shutil.rmtree(dest, ignore_errors=True); dest.mkdir(parents=True)
+    page.locator('.jp-Notebook .jp-Cell').first.scroll_into_view_if_needed()
+    shots = [dest / '00_top.png']
+    page.screenshot(path=str(shots[0]))
+    cells = page.locator('.jp-Notebook .jp-CodeCell').filter(has=page.locator('.jp-OutputArea-output img'))
+    for k in range(min(cells.count(), max_figures)):
+        cell = cells.nth(k)
+        cell.scroll_into_view_if_needed()
+        shots.append(dest / f'{k + 1:02d}_figure.png')
+        cell.screenshot(path=str(shots[-1]))
+    for k, text in enumerate(texts):
+        cell = page.locator('.jp-Notebook .jp-CodeCell').filter(
+            has=page.locator('.jp-OutputArea-output', has_text=text)).first
+        cell.scroll_into_view_if_needed()
+        shots.append(dest / f'{k + 1:02d}_output.png')
+        cell.screenshot(path=str(shots[-1]))
+    return shots
+
+
+def _repo_like_root(root, notebooks):
+    "A server root laid out like the repository: copies of `notebooks` in nbs/, configs/ tests/ data/ linked."
+    (root / 'nbs').mkdir(parents=True)
+    for nb in notebooks: shutil.copy(nb, root / 'nbs' / nb.name)
+    for d in ('configs', 'tests', 'data'): (root / d).symlink_to(ROOT / d, target_is_directory=True)
+    return root / 'nbs'
+
+
+def test_chapters_run_all_in_chromium_with_screenshots(tmp_path):
+    "Run All in JupyterLab for each of SHOT_CHAPTERS: no cell errors; the figures are photographed."
+    home = tmp_path / 'home'; home.mkdir()
+    nbs = _repo_like_root(tmp_path / 'repo', [ROOT / 'nbs' / f'{c}.ipynb' for c in SHOT_CHAPTERS])
+    port, token = _free_port(), secrets.token_hex(16)
+    proc = _start_lab(nbs, home, port, token)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                for name in SHOT_CHAPTERS:
+                    page = browser.new_page(viewport={'width': 1280, 'height': 1000})
+                    page.set_default_timeout(120_000)
+                    # a workspace per chapter: the default one would reopen the previous chapter's tab
+                    page.goto(f'http://127.0.0.1:{port}/lab/workspaces/{name}/tree/{name}.ipynb'
+                              f'?reset&token={token}')
+                    page.wait_for_selector('.jp-Notebook .jp-Cell')
+                    _wait_kernel_idle(page, timeout=240)
+                    n_code = sum(c['cell_type'] == 'code'
+                                 for c in json.loads((nbs / f'{name}.ipynb').read_text())['cells'])
+                    try:
+                        _run_all_cells(page, n_code, home, timeout=300)
+                        errors = page.locator(_ERRORS)
+                        assert errors.count() == 0, errors.first.inner_text()[:2000]
+                        shots = _screenshot_chapter(page, name, texts=SHOT_CHAPTERS[name])
+                    except Exception:
+                        page.screenshot(path=str(tmp_path / f'failure_{name}.png'), full_page=True)
+                        raise
+                    assert len(shots) >= 3 and all(s.stat().st_size > 10_000 for s in shots), shots
+                    page.close()
+            finally:
+                browser.close()
+    finally:
+        _stop(proc)
+
+
 def test_inference_notebook_synthesizes_in_chromium(tmp_path):
     root, home = tmp_path / 'root', tmp_path / 'home'
     root.mkdir(); home.mkdir()
@@ -160,6 +237,7 @@ def test_inference_notebook_synthesizes_in_chromium(tmp_path):
                 assert panel.locator('img.vits-plot').evaluate('el => el.naturalWidth') > 100   # alignment + mel PNG
                 assert 'bɹˈaʊzɚ' in panel.locator('.vits-phonemes').inner_text()                # the new text was spoken
                 panel.screenshot(path=str(shot))
+                _screenshot_chapter(page, NOTEBOOK.stem)
             except Exception:
                 page.screenshot(path=str(tmp_path / 'failure.png'), full_page=True)
                 raise
