@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['LJSPEECH_URL', 'HParams', 'ConfigError', 'validate_config', 'load_config', 'load_filepaths_and_text',
-           'atomic_torch_save', 'TextAudioLoader', 'TextAudioSpeakerLoader', 'TextAudioCollate',
-           'TextAudioSpeakerCollate', 'DistributedBucketSampler', 'Prepared', 'prepare_ljspeech', 'prepare_vctk',
-           'download_ljspeech']
+           'atomic_torch_save', 'UnencodableTextError', 'piper_text_ids', 'TextAudioLoader', 'TextAudioSpeakerLoader',
+           'TextAudioCollate', 'TextAudioSpeakerCollate', 'DistributedBucketSampler', 'Prepared', 'prepare_ljspeech',
+           'prepare_vctk', 'download_ljspeech']
 
 # %% ../nbs/03_data.ipynb #1bc24d39
 import os, io, json, math, stat, random, warnings, tempfile, hashlib, tarfile, shutil
@@ -213,7 +213,7 @@ def load_filepaths_and_text(filename, split='|'):
     with open(filename, encoding='utf-8') as f:
         return [line.strip().split(split) for line in f if line.strip()]
 
-# %% ../nbs/03_data.ipynb #735018c4
+# %% ../nbs/03_data.ipynb #a07fb984
 def _as_hparams(h):
     return h if isinstance(h, HParams) else HParams(**dict(h))
 
@@ -252,6 +252,32 @@ def atomic_torch_save(obj, path, _before_replace=None):
     "`torch.save` to a temporary file beside `path`, fsync, rename it over: no half file, ever."
     return _atomic_write(path, lambda f: torch.save(obj, f), _before_replace)
 
+class UnencodableTextError(ValueError):
+    "Dataset text holding phonemes that the voice's `phoneme_id_map` has no id for."
+
+def _piper_frontend(piper):
+    "The `PiperFrontend` of a voice's `.onnx.json` (a dict or `HParams`)."
+    from vits_nb.piper_text import PiperFrontend
+    return PiperFrontend(piper.to_dict() if isinstance(piper, HParams) else dict(piper))
+
+def piper_text_ids(frontend, text):
+    """`(ids, unknown phonemes)` of `text`: its sentences' phonemes as one `^ _ p _ … _ $`
+    sequence."""
+    from vits_nb.piper_text import _ids_and_unknown
+    phonemes = [p for sentence in frontend.phonemes(text) for p in sentence]
+    return _ids_and_unknown(phonemes, frontend.phoneme_id_map, frontend.phoneme_map)
+
+def _unencodable(bad, n_map, where=''):
+    "The message naming each phoneme of `bad` (phoneme -> line numbers) that the map lacks."
+    import unicodedata
+    def name(c): return unicodedata.name(c, 'U+%04X' % ord(c)) if len(c) == 1 else c
+    def lines(ls): return f" (line{'s' if len(ls) > 1 else ''} {', '.join(map(str, ls[:3]))}" + (
+        ' …)' if len(ls) > 3 else ')') if ls else ''
+    listing = '; '.join(f'{c!r} {name(c)}{lines(sorted(set(ls)))}' for c, ls in sorted(bad.items()))
+    return (f"{where}the voice's phoneme_id_map ({n_map} symbols) cannot encode {len(bad)} "
+            f'phoneme(s) of the text: {listing}. Use a voice of this language, or clean these '
+            f'characters out of the filelist')
+
 class TextAudioLoader(Dataset):
     "Single-speaker dataset over `path|text` rows: `(text_ids, spec [n_fft//2+1, t], wav [1, T])`."
     n_fields = 2
@@ -264,6 +290,9 @@ class TextAudioLoader(Dataset):
         self.cleaned_text, self.add_blank = h.get('cleaned_text', False), h.get('add_blank', True)
         self.min_text_len, self.max_text_len = h.get('min_text_len', 1), h.get('max_text_len', 190)
         self.n_speakers = h.get('n_speakers', 0)
+        # a Piper voice's phoneme map (its .onnx.json as data.piper) replaces cleaners+symbols
+        piper = h.get('piper')
+        self.frontend = _piper_frontend(piper) if piper is not None else None
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         if self.cache_dir is not None: self.cache_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(filelist, (str, os.PathLike)): rows = load_filepaths_and_text(filelist)
@@ -284,6 +313,7 @@ class TextAudioLoader(Dataset):
             warnings.warn(f'{type(self).__name__}: skipped {len(self.skipped)} of {len(rows)} '
                           f'rows: {listing}{more}')
         if not self.audiopaths_and_text: raise ValueError(f'no usable rows in {filelist!s:.200}')
+        if self.frontend is not None: self._encode_rows(filelist)
 
     def _check_row(self, row, check_audio):
         "Why `row` cannot be used, or None."
@@ -326,8 +356,31 @@ class TextAudioLoader(Dataset):
             except OSError as e: warnings.warn(f'cannot cache spectrogram at {cache}: {e}')
         return spec, wav
 
+    def _encode_rows(self, filelist):
+        "Piper ids of every row's text, once; `UnencodableTextError` naming phonemes the map lacks."
+        self._ids, bad = {}, {}
+        for line, row in zip(self.line_numbers, self.audiopaths_and_text):
+            if row[-1] in self._ids: continue
+            try: ids, unknown = piper_text_ids(self.frontend, row[-1])
+            except ValueError as e:
+                raise UnencodableTextError(f'{filelist!s:.200} line {line}: {e}') from e
+            self._ids[row[-1]] = ids
+            for u in unknown: bad.setdefault(u, []).append(line)
+        if bad:
+            raise UnencodableTextError(_unencodable(bad, len(self.frontend.phoneme_id_map),
+                                                    f'{filelist!s:.200}: '))
+
     def get_text(self, text):
-        "LongTensor of symbol ids, blanks (id 0) interspersed when `add_blank`."
+        """LongTensor of symbol ids, blanks (id 0) interspersed when `add_blank`; a Piper voice's
+        ids (its own pads) when `data.piper` is set."""
+        if self.frontend is not None:
+            ids = getattr(self, '_ids', {}).get(text)
+            if ids is None:
+                ids, unknown = piper_text_ids(self.frontend, text)
+                if unknown:
+                    raise UnencodableTextError(_unencodable({u: [] for u in unknown},
+                                                            len(self.frontend.phoneme_id_map)))
+            return torch.LongTensor(ids)
         if self.cleaned_text: ids = cleaned_text_to_sequence(text)
         else: ids = text_to_sequence(text, self.text_cleaners)
         if self.add_blank: ids = intersperse(ids, 0)
