@@ -8,8 +8,9 @@ __all__ = ['DEFAULT_BOUNDARIES', 'as_hparams', 'resolve_path', 'TrainError', 'di
            'Trainer', 'train_step', 'rng_state', 'set_rng_state', 'save', 'resume', 'init_from', 'heldout_metrics',
            'train', 'train_parser', 'train_from_args', 'train_main', 'synthesize_heldout', 'main_job_train', 'LivePlot']
 
-# %% ../nbs/13_train.ipynb #921fa13b
-import argparse, errno, json, math, os, random, re, shutil, signal, sys, tempfile, threading, time, warnings
+# %% ../nbs/13_train.ipynb #710a6a2b
+import argparse, errno, json, math, os, random, re, shutil, signal, sys, tempfile, threading, time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
@@ -23,12 +24,12 @@ from .audio import spec_to_mel_torch, mel_spectrogram_torch
 from .losses import mel_loss, kl_loss, discriminator_loss, generator_loss, feature_loss
 from .discriminators import MultiPeriodDiscriminator
 from .mas import log_likelihood_matrix, maximum_path
-from .data import (load_config, validate_config, ConfigError, _SCHEMA, HParams, atomic_torch_save,
-                          TextAudioLoader, TextAudioSpeakerLoader, TextAudioCollate, TextAudioSpeakerCollate,
-                          DistributedBucketSampler)
+from .data import (load_config, validate_config, ConfigError, _SCHEMA, HParams,
+                          atomic_torch_save, TextAudioLoader, TextAudioSpeakerLoader,
+                          TextAudioCollate, TextAudioSpeakerCollate, DistributedBucketSampler)
 from .models import model_from_config, read_checkpoint, load_state_dict_checked
 
-# %% ../nbs/13_train.ipynb #ff896a32
+# %% ../nbs/13_train.ipynb #7295c284
 def as_hparams(config):
     "`HParams` from a config path, dict or `HParams`; returns `(hps, path or None)`."
     if isinstance(config, HParams): return config, None
@@ -37,7 +38,8 @@ def as_hparams(config):
     return load_config(path), path.resolve()
 
 def resolve_path(p, config_path=None):
-    "A filelist path: relative to the config's folder, else the working directory, else the config's ancestors."
+    """A filelist path: next to the config, else in the working directory, else in the config's
+    ancestors."""
     p = Path(p)
     if p.is_absolute() or config_path is None: return p
     here = Path(config_path).resolve().parent
@@ -45,29 +47,34 @@ def resolve_path(p, config_path=None):
         if (base / p).exists(): return base / p
     return p
 
-# %% ../nbs/13_train.ipynb #796903a6
+# %% ../nbs/13_train.ipynb #50a46051
 class TrainError(RuntimeError):
     "A training run cannot go on for a reason the user can fix; the message is one line naming it."
 
 # the keys training reads that other uses of a config (synthesis, export) need not have
-_TRAIN_NEEDS = {'train': ('batch_size', 'learning_rate', 'betas', 'eps', 'lr_decay', 'c_mel', 'c_kl'),
+_TRAIN_NEEDS = {'train': ('batch_size', 'learning_rate', 'betas', 'eps', 'lr_decay', 'c_mel',
+                          'c_kl'),
                 'data': ('training_files', 'validation_files')}
 
 def _check_config(hps, source='config'):
-    "`validate_config`, plus the keys training needs; `ConfigError` (a `ValueError`) naming each bad key."
-    hps = validate_config(hps, source)                  # types, ranges, sections, relations between keys
+    """`validate_config`, plus the keys training needs; `ConfigError` (a `ValueError`) naming bad
+    keys."""
+    # types, ranges, sections, relations between keys
+    hps = validate_config(hps, source)
     missing = [f'{sec}.{k} is missing (expected {_SCHEMA[sec][k][1]})'
                for sec, keys in _TRAIN_NEEDS.items() for k in keys if hps[sec].get(k) is None]
     if missing: raise ConfigError(f'{source}: ' + '; '.join(missing) + ' (training needs them)')
     return hps
 
-# %% ../nbs/13_train.ipynb #28f7e70a
+# %% ../nbs/13_train.ipynb #e5c873d2
 def dist_env():
-    "`(rank, world_size, local_rank)` from the variables `torchrun` sets; `(0, 1, 0)` without a launcher."
-    return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
+    "`(rank, world_size, local_rank)` from the variables `torchrun` sets; `(0, 1, 0)` without one."
+    env = os.environ
+    return int(env.get('RANK', 0)), int(env.get('WORLD_SIZE', 1)), int(env.get('LOCAL_RANK', 0))
 
 def setup_distributed(device=None):
-    "Pick the device (`cuda:LOCAL_RANK` when there is a GPU) and join the process group when `WORLD_SIZE > 1`."
+    """Pick the device (`cuda:LOCAL_RANK` if there is a GPU); join the process group if
+    `WORLD_SIZE > 1`."""
     rank, world, local = dist_env()
     if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
     device = torch.device(device)
@@ -78,27 +85,33 @@ def setup_distributed(device=None):
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return rank, world, device
 
-# %% ../nbs/13_train.ipynb #11f89c04
+# %% ../nbs/13_train.ipynb #a19575ef
 def amp_settings(device, enabled=True):
-    "`(autocast dtype or None, GradScaler)` for `device`: bf16 if supported, else fp16 with an active scaler; none on CPU."
+    """`(autocast dtype or None, GradScaler)`: bf16 if supported, else fp16 + active scaler; none
+    on CPU."""
     device = torch.device(device)
-    if device.type != 'cuda' or not enabled: return None, torch.amp.GradScaler(device.type, enabled=False)
-    if torch.cuda.is_bf16_supported(): return torch.bfloat16, torch.amp.GradScaler('cuda', enabled=False)
+    if device.type != 'cuda' or not enabled:
+        return None, torch.amp.GradScaler(device.type, enabled=False)
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, torch.amp.GradScaler('cuda', enabled=False)
     return torch.float16, torch.amp.GradScaler('cuda', enabled=True)
 
 def _autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
-# %% ../nbs/13_train.ipynb #ba40599a
-DEFAULT_BOUNDARIES = [32, 300, 400, 500, 600, 700, 800, 900, 1000]   # frames; the official train.py's buckets
+# %% ../nbs/13_train.ipynb #1dbae7c2
+# frames; official train.py's buckets
+DEFAULT_BOUNDARIES = [32, 300, 400, 500, 600, 700, 800, 900, 1000]
 
 def _unalignable(n_tokens, n_frames):
     "Why `n_tokens` text tokens cannot align to `n_frames` frames (each token needs one), or None."
-    if n_tokens > n_frames: return f'{n_tokens} text tokens but only {n_frames} frames: no monotonic alignment'
+    if n_tokens > n_frames:
+        return f'{n_tokens} text tokens but only {n_frames} frames: no monotonic alignment'
     return None
 
 def _note_skipped(ds, rows):
-    "Add `(row index, reason)` pairs to `ds.skipped` as `(line, path, reason)` and warn, naming the lines."
+    """Add `(row index, reason)` pairs to `ds.skipped` as `(line, path, reason)`; warn, naming
+    the lines."""
     found = [(ds.line_numbers[k], ds.audiopaths_and_text[k][0], why) for k, why in rows]
     ds.skipped.extend(found)
     listing = '; '.join(f'line {l}: {p} ({r})' for l, p, r in sorted(found)[:20])
@@ -106,33 +119,41 @@ def _note_skipped(ds, rows):
     warnings.warn(f'{type(ds).__name__}: skipped {len(found)} unalignable row(s): {listing}{more}')
 
 def drop_unalignable(ds, name='filelist'):
-    "Remove from `ds` the rows whose phoneme ids outnumber their wav's frames; they join `ds.skipped`."
-    if not ds.cleaned_text: return ds      # raw text would be phonemized row by row here: the loader checks instead
+    """Remove from `ds` the rows whose phoneme ids outnumber their wav's frames; they join
+    `ds.skipped`."""
+    # raw text: phonemizing each row here is slow; the loader checks
+    if not ds.cleaned_text: return ds
     bad = []
     for k, row in enumerate(ds.audiopaths_and_text):
         try:
             info = sf.info(row[0])
             frames = int(info.frames * ds.sampling_rate // info.samplerate) // ds.hop_length
             why = _unalignable(len(ds.get_text(row[-1])), frames)   # 2·len + 1 ids with add_blank
-        except (OSError, RuntimeError, ValueError, KeyError): why = None   # loading errors: the dataset's to report
+        except (OSError, RuntimeError, ValueError, KeyError):
+            why = None                                     # loading errors: the dataset's to report
         if why: bad.append((k, why))
     if not bad: return ds
     _note_skipped(ds, bad)
     gone = {k for k, _ in bad}
     for attr in ('audiopaths_and_text', 'lengths', 'line_numbers'):
         setattr(ds, attr, [v for k, v in enumerate(getattr(ds, attr)) if k not in gone])
-    if not len(ds): raise ValueError(f'no usable rows in the {name}: every row has more text tokens than frames')
+    if not len(ds):
+        raise ValueError(f'no usable rows in the {name}: '
+                         'every row has more text tokens than frames')
     return ds
 
 class _Indexed(torch.utils.data.Dataset):
-    "Items of `ds` with their index appended; an item that cannot align is replaced by the next one that can."
+    """Items of `ds` with their index appended; an item that cannot align is replaced by the next
+    good one."""
     def __init__(self, ds): self.ds, self.bad = ds, set()
     def __len__(self): return len(self.ds)
     def checked(self, j):
-        "Item `j` of the dataset, or None (noted in `ds.skipped` once) when it has more tokens than frames."
+        """Item `j` of the dataset, or None (noted in `ds.skipped` once) if it has more tokens
+        than frames."""
         if j in self.bad: return None
         item = tuple(self.ds[j])
-        why = _unalignable(item[0].size(0), item[1].size(1))                # text ids [n], spec [freq, frames]
+        # text ids [n], spec [freq, frames]
+        why = _unalignable(item[0].size(0), item[1].size(1))
         if why is None: return item
         self.bad.add(j); _note_skipped(self.ds, [(j, why)])
         return None
@@ -150,7 +171,8 @@ def _first_items(ds, n):
         if len(out) == n: break
         item = ix.checked(j)
         if item is not None: out.append(item + (j,))
-    if not out: raise ValueError('no usable validation row: every row has more text tokens than frames')
+    if not out:
+        raise ValueError('no usable validation row: every row has more text tokens than frames')
     return out
 
 class _CollateWithIndex:
@@ -162,7 +184,7 @@ class _CollateWithIndex:
         return tuple(tensors), torch.tensor([it[-1] for it in items])[order]
 
 class _EpochBatches:
-    "The sampler's batches for the current epoch, optionally skipping the first `skip` (resume mid-epoch)."
+    "The sampler's batches for the current epoch, optionally skipping the first `skip` (mid-epoch)."
     def __init__(self, sampler): self.sampler, self.skip = sampler, 0
     def set_epoch(self, epoch, skip=0): self.sampler.set_epoch(epoch); self.skip = skip
     def __iter__(self): return iter(list(self.sampler)[self.skip:])
@@ -172,8 +194,10 @@ def _datasets(hps, config_path=None):
     "Train and validation datasets of `hps`, unalignable rows dropped."
     d = hps.data
     Loader = TextAudioSpeakerLoader if d.get('n_speakers', 0) > 1 else TextAudioLoader
-    train_ds = drop_unalignable(Loader(resolve_path(d.training_files, config_path), d), 'training filelist')
-    val_ds = drop_unalignable(Loader(resolve_path(d.validation_files, config_path), d), 'validation filelist')
+    train_ds = drop_unalignable(Loader(resolve_path(d.training_files, config_path), d),
+                                'training filelist')
+    val_ds = drop_unalignable(Loader(resolve_path(d.validation_files, config_path), d),
+                              'validation filelist')
     return train_ds, val_ds
 
 def build_dataloaders(hps, config_path=None, rank=0, world=1, num_workers=0):
@@ -184,14 +208,16 @@ def build_dataloaders(hps, config_path=None, rank=0, world=1, num_workers=0):
                                        hps.train.get('boundaries', DEFAULT_BOUNDARIES),
                                        num_replicas=world, rank=rank, shuffle=True)
     batches = _EpochBatches(sampler)
-    # the loader draws its workers' base seed from `generator`: a private one leaves the global torch stream alone,
-    # so the training randomness depends on the steps taken, not on how many epochs' iterators were opened
-    loader = DataLoader(_Indexed(train_ds), batch_sampler=batches, collate_fn=_CollateWithIndex(multi),
+    # the loader draws its workers' base seed from `generator`: a private one leaves the global
+    # torch stream alone, so the training randomness depends on the steps taken, not on how many
+    # epochs' iterators were opened
+    loader = DataLoader(_Indexed(train_ds), batch_sampler=batches,
+                        collate_fn=_CollateWithIndex(multi),
                         num_workers=num_workers, pin_memory=torch.cuda.is_available(),
                         persistent_workers=False, generator=torch.Generator().manual_seed(0))
     return loader, batches, train_ds, val_ds
 
-# %% ../nbs/13_train.ipynb #4f8a025a
+# %% ../nbs/13_train.ipynb #541f4d2c
 _CKPT_RE = re.compile(r'^G_(\d+)\.pth$')
 _ANY_CKPT_RE = re.compile(r'^[GD]_(\d+)\.pth$')
 
@@ -207,7 +233,8 @@ def checkpoint_steps(run_dir):
 def latest_checkpoint(run_dir):
     "`(G path, D path)` of the newest complete pair, or `None`."
     steps = checkpoint_steps(run_dir)
-    return (Path(run_dir) / f'G_{steps[-1]}.pth', Path(run_dir) / f'D_{steps[-1]}.pth') if steps else None
+    d = Path(run_dir)
+    return (d / f'G_{steps[-1]}.pth', d / f'D_{steps[-1]}.pth') if steps else None
 
 _READABLE = {}     # (path, size, mtime) -> bool: each file version is parsed once per process
 
@@ -217,13 +244,14 @@ def _readable(path):
     except OSError: return False
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _READABLE:
-        try: ok = isinstance(torch.load(path, map_location='cpu', weights_only=True, mmap=True), dict)
+        try: ok = isinstance(torch.load(path, map_location='cpu', weights_only=True, mmap=True),
+                             dict)
         except Exception: ok = False
         _READABLE[key] = ok
     return _READABLE[key]
 
 def prune_checkpoints(run_dir, keep, protect=()):
-    "Keep the newest `keep` readable pairs and every step in `protect`; delete older G/D files (orphans too)."
+    "Keep the newest `keep` readable pairs and every step in `protect`; delete older G/D files."
     run_dir, protect = Path(run_dir), {int(s) for s in protect if s is not None}
     steps = checkpoint_steps(run_dir)
     if keep is None or keep <= 0 or not steps: return []
@@ -238,38 +266,46 @@ def prune_checkpoints(run_dir, keep, protect=()):
             p.unlink(missing_ok=True); gone.append(p.name)
     return gone
 
-# %% ../nbs/13_train.ipynb #4b97d00c
+# %% ../nbs/13_train.ipynb #bded3c4d
 def _unwrap(m): return m.module if isinstance(m, DDP) else m
 
 def _grad_norm(params):
-    "Total L2 norm of the gradients (what the official `clip_grad_value_(…, None)` returns; nothing is clipped)."
+    """Total L2 norm of the gradients (the official `clip_grad_value_(…, None)`'s value; no
+    clipping)."""
     norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
     return torch.stack(norms).norm() if norms else torch.zeros(())
 
 class Trainer:
-    "VITS training state: `net_g`, `net_d`, optimizers, per-epoch LR schedulers, grad scaler, counters."
+    """VITS training state: `net_g`, `net_d`, optimizers, per-epoch LR schedulers, grad scaler,
+    counters"""
     def __init__(self, hps, device='cpu', rank=0, world=1, adversarial=True, amp=None, log=print):
         self.hps, self.device, self.rank, self.world = hps, torch.device(device), rank, world
         self.adversarial = adversarial
-        self.adv_start_step = hps.train.get('adv_start_step', 0)   # not official: 0 = adversarial from the start
+        # not official: 0 = adversarial now
+        self.adv_start_step = hps.train.get('adv_start_step', 0)
         self.multi = hps.data.get('n_speakers', 0) > 1
         self.log = log if rank == 0 else (lambda *a, **k: None)
         t = hps.train
         self.net_g = model_from_config(hps).to(self.device)
-        self.net_d = MultiPeriodDiscriminator(hps.model.get('use_spectral_norm', False)).to(self.device)
-        # AdamW without a weight_decay argument, as in the official code: PyTorch's default 0.01 applies
-        self.optim_g = torch.optim.AdamW(self.net_g.parameters(), t.learning_rate, betas=tuple(t.betas), eps=t.eps)
-        self.optim_d = torch.optim.AdamW(self.net_d.parameters(), t.learning_rate, betas=tuple(t.betas), eps=t.eps)
+        self.net_d = MultiPeriodDiscriminator(hps.model.get('use_spectral_norm', False))
+        self.net_d = self.net_d.to(self.device)
+        # AdamW without a weight_decay argument, as in the official code: PyTorch's default 0.01
+        self.optim_g = torch.optim.AdamW(self.net_g.parameters(), t.learning_rate,
+                                         betas=tuple(t.betas), eps=t.eps)
+        self.optim_d = torch.optim.AdamW(self.net_d.parameters(), t.learning_rate,
+                                         betas=tuple(t.betas), eps=t.eps)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=t.lr_decay)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=t.lr_decay)
         use_amp = t.get('fp16_run', False) if amp is None else amp
         self.amp_dtype, self.scaler = amp_settings(self.device, use_amp)
         self.step, self.epoch, self.batch_in_epoch = 0, 1, 0
         self.resumed_step, self._rng_pending = None, None
-        self.counters = {'n_skipped': 0, 'n_skipped_input': 0, 'n_skipped_loss': 0, 'n_skipped_grad': 0}
+        self.counters = {'n_skipped': 0, 'n_skipped_input': 0, 'n_skipped_loss': 0,
+                         'n_skipped_grad': 0}
         if world > 1:
             ids = [self.device.index] if self.device.type == 'cuda' else None
-            self.net_g, self.net_d = DDP(self.net_g, device_ids=ids), DDP(self.net_d, device_ids=ids)
+            self.net_g = DDP(self.net_g, device_ids=ids)
+            self.net_d = DDP(self.net_d, device_ids=ids)
 
     @property
     def g(self): return _unwrap(self.net_g)
@@ -291,61 +327,73 @@ class Trainer:
     def to_device(self, batch):
         return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
-# %% ../nbs/13_train.ipynb #08c6fdbf
+# %% ../nbs/13_train.ipynb #cb3c3a55
 class _NoAlignment(Exception): "An item of the batch has more text tokens than frames."
 
 def _generator_forward(self, batch):
-    "Generator pass + sliced targets; raises `FloatingPointError` if MAS meets non-finite log-likelihoods."
+    "Generator pass + sliced targets; `FloatingPointError` if MAS meets non-finite log-likelihoods."
     d = self.hps.data
     x, x_lengths, spec, spec_lengths, y, y_lengths, *rest = batch
     sid = rest[0] if self.multi else None
     with _autocast(self.device, self.amp_dtype):
         try:
             (y_hat, l_length, attn, ids_slice, x_mask, z_mask,
-             (z, z_p, m_p, logs_p, m_q, logs_q)) = self.net_g(x, x_lengths, spec, spec_lengths, sid=sid)
-        except ValueError as e:                       # MAS refuses NaN/inf log-likelihoods, and items it cannot align
+             (z, z_p, m_p, logs_p, m_q, logs_q)) = self.net_g(x, x_lengths, spec, spec_lengths,
+                                                              sid=sid)
+        # MAS refuses NaN/inf log-likelihoods, and items it cannot align
+        except ValueError as e:
             if 'NaN or inf' in str(e): raise FloatingPointError(str(e)) from e
             if 'text tokens but only' in str(e): raise _NoAlignment(str(e)) from e
             raise
     seg = self.hps.train.segment_size                                   # samples
-    mel = spec_to_mel_torch(spec, d.filter_length, d.n_mel_channels, d.sampling_rate, d.mel_fmin, d.mel_fmax)
-    y_mel = commons.slice_segments(mel, ids_slice, seg // d.hop_length)      # [b, n_mels, seg/hop], target window
-    y_hat_mel = mel_spectrogram_torch(y_hat.squeeze(1).float(), d.filter_length, d.n_mel_channels, d.sampling_rate,
-                                      d.hop_length, d.win_length, d.mel_fmin, d.mel_fmax)   # [b, n_mels, seg/hop]
-    y = commons.slice_segments(y, ids_slice * d.hop_length, seg)        # [b, 1, seg]: the real window
+    mel = spec_to_mel_torch(spec, d.filter_length, d.n_mel_channels, d.sampling_rate, d.mel_fmin,
+                            d.mel_fmax)
+    # [b, n_mels, seg/hop]: target
+    y_mel = commons.slice_segments(mel, ids_slice, seg // d.hop_length)
+    y_hat_mel = mel_spectrogram_torch(y_hat.squeeze(1).float(), d.filter_length, d.n_mel_channels,
+                                      d.sampling_rate, d.hop_length, d.win_length, d.mel_fmin,
+                                      d.mel_fmax)                          # [b, n_mels, seg/hop]
+    # [b, 1, seg]: the real window
+    y = commons.slice_segments(y, ids_slice * d.hop_length, seg)
     return dict(y=y, y_hat=y_hat, y_mel=y_mel, y_hat_mel=y_hat_mel, l_length=l_length, attn=attn,
                 z_mask=z_mask, z_p=z_p, m_p=m_p, logs_p=logs_p, logs_q=logs_q, ids_slice=ids_slice)
 
 def _update(self, loss, optim, net):
-    "Backward (scaled), unscale, gradient norm; step unless the norm is non-finite on some rank. Returns the norm."
+    """Backward (scaled), unscale, gradient norm; step unless the norm is non-finite on some
+    rank. Returns the norm."""
     optim.zero_grad(set_to_none=True)
     self.scaler.scale(loss).backward()
     self.scaler.unscale_(optim)
     gn = _grad_norm(net.parameters())
     if self._agree(torch.isfinite(gn).item()): self.scaler.step(optim)
     else:
-        if self.scaler.is_enabled(): self.scaler.step(optim)       # the scaler sees the inf and skips itself
+        # the scaler sees the inf and skips itself
+        if self.scaler.is_enabled(): self.scaler.step(optim)
         self._skip('grad', f'non-finite gradient norm of {type(_unwrap(net)).__name__}')
     return gn
 
 def train_step(self, batch):
-    "One D update then one G update on `batch` (a collated tuple on `self.device`). Returns the logged values."
+    """One D update then one G update on `batch` (a collated tuple on `self.device`). Returns the
+    logged values."""
     t, out = self.hps.train, {}
     adversarial = self.adversarial and self.step >= self.adv_start_step
     x, x_lengths, spec, spec_lengths, y, y_lengths, *_ = batch
     if not self._agree(bool(torch.isfinite(spec).all() and torch.isfinite(y).all())):
         return self._skip('input', 'NaN/inf in the batch audio')
-    why = None                      # the batch path never raises for one item: a bad batch is skipped and counted
+    # the batch path never raises for one item: a bad batch is skipped and counted
+    why = None
     try: f = _generator_forward(self, batch)
     except FloatingPointError: why = ('loss', 'non-finite values in the generator pass')
     except _NoAlignment as e: why = ('input', str(e).split(':')[0])
-    if not self._agree(why is None): return self._skip(*(why or ('loss', 'a bad batch on another process')))
+    if not self._agree(why is None):
+        return self._skip(*(why or ('loss', 'a bad batch on another process')))
     # discriminator: L_D = E[(D(y) - 1)^2] + E[D(G(z))^2]   (eq. 7)
     if adversarial:
         with _autocast(self.device, self.amp_dtype):
             y_d_hat_r, y_d_hat_g, _, _ = self.net_d(f['y'], f['y_hat'].detach())
         loss_disc, losses_disc_r, losses_disc_g = discriminator_loss(y_d_hat_r, y_d_hat_g)
-        if not self._agree(torch.isfinite(loss_disc).item()): return self._skip('loss', 'non-finite discriminator loss')
+        if not self._agree(torch.isfinite(loss_disc).item()):
+            return self._skip('loss', 'non-finite discriminator loss')
         out['grad_norm_d'] = _update(self, loss_disc, self.optim_d, self.net_d).item()
         out['loss_d'] = loss_disc.item()
     # generator: L_G = c_mel L_recon + c_kl L_kl + L_dur + L_adv + L_fm   (eq. 10)
@@ -365,37 +413,43 @@ def train_step(self, batch):
         return {**out, **self._skip('loss', 'non-finite generator loss')}
     out['grad_norm_g'] = _update(self, loss_g, self.optim_g, self.net_g).item()
     self.scaler.update()
-    out.update(loss_g=loss_g.item(), loss_mel=loss_mel.item(), loss_kl=loss_kl.item(), loss_dur=loss_dur.item(),
+    out.update(loss_g=loss_g.item(), loss_mel=loss_mel.item(), loss_kl=loss_kl.item(),
+               loss_dur=loss_dur.item(),
                mel_l1=loss_mel.item() / t.c_mel, lr=self.lr)
     self._last = f                                                    # for images at log time
     return out
 
 Trainer.train_step = train_step
 
-# %% ../nbs/13_train.ipynb #ec6993bc
+# %% ../nbs/13_train.ipynb #fd2ab7c2
 def rng_state(device=None):
-    "The random-number states of this process as tensors and plain numbers (`weights_only`-loadable)."
+    """The random-number states of this process as tensors and plain numbers
+    (`weights_only`-loadable)."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     s = {'torch': torch.get_rng_state(),
-         'numpy': {'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos), 'has_gauss': int(has_gauss),
-                   'gauss': float(gauss)},
-         'python': {'version': version, 'state': torch.tensor(internal, dtype=torch.int64), 'gauss': gauss_next}}
-    if device is not None and torch.device(device).type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(device)
+         'numpy': {'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
+                   'has_gauss': int(has_gauss), 'gauss': float(gauss)},
+         'python': {'version': version, 'state': torch.tensor(internal, dtype=torch.int64),
+                    'gauss': gauss_next}}
+    if device is not None and torch.device(device).type == 'cuda':
+        s['cuda'] = torch.cuda.get_rng_state(device)
     return s
 
 def set_rng_state(s, device=None):
     "Restore what `rng_state` returned."
     torch.set_rng_state(s['torch'])
     n = s['numpy']
-    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
+    keys = n['keys'].numpy().astype(np.uint32)
+    np.random.set_state(('MT19937', keys, n['pos'], n['has_gauss'], n['gauss']))
     p = s['python']
     random.setstate((p['version'], tuple(int(v) for v in p['state'].tolist()), p['gauss']))
     if 'cuda' in s and device is not None and torch.device(device).type == 'cuda':
         torch.cuda.set_rng_state(s['cuda'], device)
 
 def _rng_states(self):
-    "Every rank's random-number states in rank order (a collective when distributed: call it on all ranks)."
+    """Every rank's random-number states in rank order (a collective when distributed: call it on
+    all ranks)."""
     mine = rng_state(self.device)
     if self.world == 1: return [mine]
     out = [None] * self.world
@@ -403,36 +457,43 @@ def _rng_states(self):
     return out
 
 def _restore_rng(self):
-    "Put back the random-number states the resumed checkpoint holds (call just before the first step)."
+    """Put back the random-number states the resumed checkpoint holds (call just before the first
+    step)."""
     r, self._rng_pending = self._rng_pending, None
     if not r: return False
     if r.get('world') != self.world or len(r.get('ranks', ())) != self.world:
-        self.log(f"random-number states were saved by {r.get('world')} process(es), not {self.world}: not restored")
+        self.log(f"random-number states were saved by {r.get('world')} process(es), "
+                 f"not {self.world}: not restored")
         return False
     set_rng_state(r['ranks'][self.rank], self.device)
     return True
 
 def _is_write_error(e):
-    "A `torch.save` failure that is the file system's (PyTorch reports a full disk as a RuntimeError)."
-    return isinstance(e, OSError) or any(k in str(e) for k in ('PytorchStreamWriter', 'enforce fail', 'write failed'))
+    """A `torch.save` failure that is the file system's (PyTorch reports a full disk as a
+    RuntimeError)."""
+    marks = ('PytorchStreamWriter', 'enforce fail', 'write failed')
+    return isinstance(e, OSError) or any(k in str(e) for k in marks)
 
 def _save_failed(e, run_dir, path, step):
     "The one-line `TrainError` for a checkpoint write that failed with `e`."
     try: free = shutil.disk_usage(run_dir).free
     except OSError: free = None
-    full = ((isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or 'No space left' in str(e)
+    full = ((isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT))
+            or 'No space left' in str(e)
             or (not isinstance(e, OSError) and free is not None and free < 64 * 2**20))
     prev = [s for s in checkpoint_steps(run_dir) if s != step]
-    kept = f'the previous checkpoint (step {prev[-1]}) is intact' if prev else 'there is no earlier checkpoint'
+    kept = (f'the previous checkpoint (step {prev[-1]}) is intact' if prev
+            else 'there is no earlier checkpoint')
     if full:
         room = f' ({free / 2**20:.0f} MB free)' if free is not None else ''
-        return TrainError(f'no space left on device: cannot save step {step} in the run folder {run_dir}{room}; '
-                          f'{kept}. Free some space and run again to resume')
+        return TrainError(f'no space left on device: cannot save step {step} in the run folder '
+                          f'{run_dir}{room}; {kept}. Free some space and run again to resume')
     why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
     return TrainError(f'cannot write {Path(path).name} in the run folder {run_dir}: {why}; {kept}')
 
 def save(self, run_dir, keep=None, _before_replace=None, rng=None):
-    "Write `D_<step>.pth` then `G_<step>.pth` (official format + resume state) atomically; prune to `keep` pairs."
+    """Write `D_<step>.pth` then `G_<step>.pth` (official format + resume state) atomically;
+    prune to `keep` pairs."""
     run_dir = Path(run_dir)
     if rng is None and self.world == 1: rng = _rng_states(self)
     extra = {'step': self.step, 'epoch': self.epoch, 'batch_in_epoch': self.batch_in_epoch,
@@ -443,15 +504,17 @@ def save(self, run_dir, keep=None, _before_replace=None, rng=None):
     try:
         for name, net, opt, sch in (('D', self.net_d, self.optim_d, self.sched_d),
                                     ('G', self.net_g, self.optim_g, self.sched_g)):
-            state = {'model': _unwrap(net).state_dict(), 'iteration': self.epoch, 'optimizer': opt.state_dict(),
-                     'learning_rate': lr0, 'scheduler': sch.state_dict(), **extra}
+            state = {'model': _unwrap(net).state_dict(), 'iteration': self.epoch,
+                     'optimizer': opt.state_dict(), 'learning_rate': lr0,
+                     'scheduler': sch.state_dict(), **extra}
             path = run_dir / f'{name}_{self.step}.pth'
             existed = path.exists()
             atomic_torch_save(state, path, _before_replace)
             if not existed: new.append(path)
     except (OSError, RuntimeError) as e:
         if not _is_write_error(e): raise
-        for p in new: p.unlink(missing_ok=True)     # a D without its G is no checkpoint: give its room back
+        # a D without its G is no checkpoint: give its room back
+        for p in new: p.unlink(missing_ok=True)
         raise _save_failed(e, run_dir, path, self.step) from e
     try: prune_checkpoints(run_dir, keep, protect={self.step, self.resumed_step})
     except OSError as e: warnings.warn(f'cannot delete old checkpoints in {run_dir}: {e}')
@@ -467,22 +530,26 @@ def _load_pair(self, g_path, d_path):
     epoch = int(meta_g.get('epoch', meta_g.get('iteration', 1)) or 1)
     self.step = int(meta_g.get('step', int(_CKPT_RE.match(Path(g_path).name).group(1))))
     self.epoch, self.batch_in_epoch = epoch, int(meta_g.get('batch_in_epoch', 0))
-    for sch, opt, meta in ((self.sched_g, self.optim_g, meta_g), (self.sched_d, self.optim_d, meta_d)):
+    for sch, opt, meta in ((self.sched_g, self.optim_g, meta_g),
+                           (self.sched_d, self.optim_d, meta_d)):
         if meta.get('scheduler') is not None: sch.load_state_dict(meta['scheduler'])
         else:                                   # an official checkpoint: lr = lr0 · γ^(epoch − 1)
             sch.last_epoch = epoch - 1
-            for gr in opt.param_groups: gr['lr'] = gr['initial_lr'] * self.hps.train.lr_decay ** (epoch - 1)
+            for gr in opt.param_groups:
+                gr['lr'] = gr['initial_lr'] * self.hps.train.lr_decay ** (epoch - 1)
     if meta_g.get('scaler'): self.scaler.load_state_dict(meta_g['scaler'])
     self.counters.update(meta_g.get('counters', {}))
     self._rng_pending = meta_g.get('rng')
 
 def resume(self, run_dir):
-    "Load the newest complete `G_/D_` pair in `run_dir` (falling back to older ones if a file is unreadable)."
+    """Load the newest complete `G_/D_` pair in `run_dir` (falling back to older ones if a file
+    is unreadable)."""
     for s in reversed(checkpoint_steps(run_dir)):
         g_path, d_path = Path(run_dir) / f'G_{s}.pth', Path(run_dir) / f'D_{s}.pth'
         try: _load_pair(self, g_path, d_path)
         except Exception as e:
-            warnings.warn(f'cannot resume from {g_path.name}/{d_path.name} ({e}); trying an older checkpoint')
+            warnings.warn(f'cannot resume from {g_path.name}/{d_path.name} ({e}); '
+                          'trying an older checkpoint')
             continue
         self.resumed_step = s
         self.log(f'resumed from {g_path} (step {self.step}, epoch {self.epoch}, lr {self.lr:.3g})')
@@ -501,7 +568,8 @@ def _finetune():
     return F
 
 def init_from(self, g_path):
-    "Fine-tune: G from `g_path` (e.g. `pretrained_ljs.pth`, or a Piper `.onnx` voice); D from a sibling or fresh."
+    """Fine-tune: G from `g_path` (e.g. `pretrained_ljs.pth`, or a Piper `.onnx` voice); D from a
+    sibling or fresh."""
     if _is_voice(g_path): return _finetune().init_from_voice(self.g, g_path)     # see 13a_finetune
     sd, meta = read_checkpoint(g_path)
     load_state_dict_checked(self.g, sd)
@@ -511,16 +579,18 @@ def init_from(self, g_path):
         _unwrap(self.net_d).load_state_dict(read_checkpoint(d_path)[0])
         self.log(f'fine-tuning from {g_path} and {d_path}')
     else:
-        self.log(f'fine-tuning from {g_path}: generator only, the discriminator starts fresh (random init)')
+        self.log(f'fine-tuning from {g_path}: generator only, '
+                 'the discriminator starts fresh (random init)')
     return g_path
 
 Trainer.save, Trainer.resume, Trainer.init_from = save, resume, init_from
 Trainer._rng_states, Trainer._restore_rng = _rng_states, _restore_rng
 
-# %% ../nbs/13_train.ipynb #ddf22ac1
+# %% ../nbs/13_train.ipynb #7b1d96be
 @torch.no_grad()
 def heldout_metrics(net_g, hps, batch, return_outputs=False):
-    "Posterior/prior mel L1 and alignment sharpness/monotonicity/agreement on a collated batch (eval mode, no noise)."
+    """Posterior/prior mel L1 and alignment sharpness/monotonicity/agreement on a collated batch
+    (eval mode, no noise)."""
     g, d = _unwrap(net_g), hps.data
     was_training = g.training; g.eval()
     x, x_lengths, spec, spec_lengths, y, y_lengths, *rest = batch
@@ -531,13 +601,16 @@ def heldout_metrics(net_g, hps, batch, return_outputs=False):
     ll = log_likelihood_matrix(z_p, m_p, logs_p)                          # [b, t_y, t_x]
     mask = y_mask.transpose(1, 2) * x_mask                                # [b, t_y, t_x]
     attn = maximum_path(ll, mask)                                         # [b, t_y, t_x], hard path
-    m_p_y = torch.bmm(attn, m_p.transpose(1, 2)).transpose(1, 2)          # token → frame stats, [b, d, t_y]
+    # token → frame stats, [b, d, t_y]
+    m_p_y = torch.bmm(attn, m_p.transpose(1, 2)).transpose(1, 2)
     z_prior = g.flow(m_p_y * y_mask, y_mask, g=gs, reverse=True)          # noise_scale 0
     o_prior = g.dec(z_prior * y_mask, g=gs)                               # [b, 1, t_y · hop]
     o_post = g.dec(m_q * y_mask, g=gs)
-    def mel(o): return mel_spectrogram_torch(o.squeeze(1), d.filter_length, d.n_mel_channels, d.sampling_rate,
-                                             d.hop_length, d.win_length, d.mel_fmin, d.mel_fmax)
-    mel_t = spec_to_mel_torch(spec, d.filter_length, d.n_mel_channels, d.sampling_rate, d.mel_fmin, d.mel_fmax)
+    def mel(o): return mel_spectrogram_torch(o.squeeze(1), d.filter_length, d.n_mel_channels,
+                                             d.sampling_rate, d.hop_length, d.win_length,
+                                             d.mel_fmin, d.mel_fmax)
+    mel_t = spec_to_mel_torch(spec, d.filter_length, d.n_mel_channels, d.sampling_rate,
+                              d.mel_fmin, d.mel_fmax)
     ym = y_mask                                                           # [b, 1, t_y]
     def l1(a): return float((torch.abs(a - mel_t) * ym).sum() / (ym.sum() * mel_t.size(1)))
     p = torch.softmax(ll.masked_fill(mask == 0, -1e9), -1)                # [b, t_y, t_x]
@@ -549,26 +622,32 @@ def heldout_metrics(net_g, hps, batch, return_outputs=False):
            'align_monotonic': float(step_ok.sum() / fm[:, 1:].sum().clamp(min=1)),
            'align_agreement': float((best == attn.argmax(-1))[fm].float().mean())}
     g.train(was_training)
-    if return_outputs: return out, dict(attn=attn, mel_target=mel_t, mel_prior=mel(o_prior), audio_prior=o_prior, y_mask=y_mask, ll=ll)
+    if return_outputs:
+        return out, dict(attn=attn, mel_target=mel_t, mel_prior=mel(o_prior),
+                         audio_prior=o_prior, y_mask=y_mask, ll=ll)
     return out
 
-# %% ../nbs/13_train.ipynb #80a52137
-def _figure(images, titles, figsize=(8, 2.5)):
-    "Render 2-D arrays side by side into an `[H, W, 3]` uint8 image (off-screen Agg canvas)."
+# %% ../nbs/13_train.ipynb #9f33e193
+def _figure(images, titles, figsize=(10, 3), ylabels=None, xlabel='frame'):
+    """Render 2-D arrays side by side into an `[H, W, 3]` uint8 image (off-screen Agg canvas,
+    colorbars)."""
     from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    fig = Figure(figsize=figsize, dpi=70)
+    fig = Figure(figsize=figsize, dpi=100, layout='constrained')
     FigureCanvasAgg(fig)
     for i, (im, title) in enumerate(zip(images, titles)):
         ax = fig.add_subplot(1, len(images), i + 1)
-        ax.imshow(np.asarray(im), aspect='auto', origin='lower', interpolation='none'); ax.set_title(title, fontsize=9)
-    fig.tight_layout(); fig.canvas.draw()
+        h = ax.imshow(np.asarray(im), aspect='auto', origin='lower', interpolation='none')
+        ax.set_title(title, fontsize=11); fig.colorbar(h, ax=ax)
+        ax.set(xlabel=xlabel, ylabel=ylabels[i] if ylabels else 'bin')
+    fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
-# %% ../nbs/13_train.ipynb #615b823b
+# %% ../nbs/13_train.ipynb #fd452db2
 def _same_model(a, b):
     keys = ('sampling_rate', 'filter_length', 'hop_length', 'win_length', 'n_speakers', 'add_blank')
-    return a.get('model') == b.get('model') and all(a['data'].get(k) == b['data'].get(k) for k in keys)
+    return (a.get('model') == b.get('model')
+            and all(a['data'].get(k) == b['data'].get(k) for k in keys))
 
 def _check_run_config(hps, run_dir):
     "Refuse a run folder whose `config.json` is another model's."
@@ -581,13 +660,15 @@ def _check_run_config(hps, run_dir):
                          'use a new run directory (or delete the old one) to train another model')
 
 def _run_config(hps, run_dir, config_path=None):
-    "`hps` as a dict whose filelist paths are relative to `run_dir` (absolute when they share no folder)."
+    """`hps` as a dict whose filelist paths are relative to `run_dir` (absolute when they share
+    no folder)."""
     d, here = hps.to_dict(), Path(run_dir).resolve()
     for k in ('training_files', 'validation_files'):
         p = resolve_path(d['data'][k], config_path)
         if not p.exists(): continue
         p = p.resolve()
-        d['data'][k] = str(p if os.path.commonpath([p, here]) == p.anchor else os.path.relpath(p, here))
+        shared = os.path.commonpath([p, here]) != p.anchor
+        d['data'][k] = str(os.path.relpath(p, here) if shared else p)
     return d
 
 def _write_config(hps, run_dir, config_path=None):
@@ -601,11 +682,13 @@ def _write_config(hps, run_dir, config_path=None):
         tmp.unlink(missing_ok=True); raise
 
 def _open_run_dir(hps, run_dir, config_path=None):
-    "Create `run_dir`, write its config, clear leftovers of killed writes; `TrainError` naming it if it can't."
+    """Create `run_dir`, write its config, clear leftovers of killed writes; `TrainError` naming
+    it if it can't."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_config(hps, run_dir, config_path)
-        for p in run_dir.glob('.*.pth.*.tmp'): p.unlink(missing_ok=True)   # leftovers of a killed write
+        # leftovers of a killed write
+        for p in run_dir.glob('.*.pth.*.tmp'): p.unlink(missing_ok=True)
     except OSError as e:
         full = e.errno in (errno.ENOSPC, errno.EDQUOT)
         why = 'no space left on device' if full else (e.strerror or str(e))
@@ -616,18 +699,21 @@ def _log_scalars(writer, step, values):
         if isinstance(v, (int, float)) and math.isfinite(v): writer.add_scalar(k, v, step)
 
 class _StopSignals:
-    "While active, the first SIGTERM/SIGINT only sets `got` (the loop stops after its step); a second acts."
+    """While active, the first SIGTERM/SIGINT only sets `got` (the loop stops after its step); a
+    second acts."""
     def __init__(self): self.got, self.old = None, {}
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 old = signal.getsignal(sig)
-                if old is None or old == signal.SIG_IGN: continue          # set outside Python, or ignored
+                # set outside Python, or ignored
+                if old is None or old == signal.SIG_IGN: continue
                 self.old[sig] = old; signal.signal(sig, self._handle)
         return self
     def _handle(self, signum, frame):
         self.got = signal.Signals(signum).name
-        signal.signal(signum, self.old[signum])                             # the next one acts at once
+        # the next one acts at once
+        signal.signal(signum, self.old[signum])
     def __exit__(self, *exc):
         for sig, old in self.old.items(): signal.signal(sig, old)
 
@@ -635,36 +721,42 @@ def _check_limits(max_steps, max_minutes, keep):
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                   or max_steps < 0):
         raise ValueError(f'max_steps must be an integer >= 0, got {max_steps!r}')
-    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and math.isfinite(max_minutes)
-                                        and max_minutes >= 0):
+    if max_minutes is not None and not (isinstance(max_minutes, (int, float))
+                                        and math.isfinite(max_minutes) and max_minutes >= 0):
         raise ValueError(f'max_minutes must be a finite number >= 0, got {max_minutes!r}')
     if keep is not None and (not isinstance(keep, int) or keep < 0):
         raise ValueError(f'keep must be an integer >= 0 (0: keep all), got {keep!r}')
 
 def _check_device(device):
-    "`TrainError` for a device this machine does not have (e.g. `cuda` without CUDA), before any work."
+    """`TrainError` for a device this machine does not have (e.g. `cuda` without CUDA), before
+    any work."""
     if device is None: return None
     try: dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise TrainError(f'--device {device!r} is not a device (use cpu, cuda or cuda:N)') from None
     if dev.type == 'cuda':
         if not torch.cuda.is_available():
-            why = 'this PyTorch is built without CUDA' if torch.version.cuda is None else 'no GPU is visible'
+            why = ('this PyTorch is built without CUDA' if torch.version.cuda is None
+                   else 'no GPU is visible')
             raise TrainError(f'--device {device}: CUDA is not available ({why}); use --device cpu')
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise TrainError(f'--device {device}: there are only {torch.cuda.device_count()} GPU(s) '
-                             f'(cuda:0 to cuda:{torch.cuda.device_count() - 1})')
+            n = torch.cuda.device_count()
+            raise TrainError(f'--device {device}: there are only {n} GPU(s) '
+                             f'(cuda:0 to cuda:{n - 1})')
     elif dev.type != 'cpu':
         raise TrainError(f'--device {device}: training runs on cpu or cuda')
     return dev
 
 def _check_init_from(path, run_dir):
-    "`TrainError` naming a checkpoint to fine-tune from that is not there (when there is no run to resume)."
-    if path is None or checkpoint_steps(run_dir): return path        # a resumed run ignores `init_from`
+    """`TrainError` naming a checkpoint to fine-tune from that is not there (when there is no run
+    to resume)."""
+    # a resumed run ignores `init_from`
+    if path is None or checkpoint_steps(run_dir): return path
     path = Path(path)
     if path.is_file(): return path
-    if path.is_dir(): raise TrainError(f'--init-from {path} is a folder: give a checkpoint file in it '
-                                       '(e.g. G_<step>.pth)')
+    if path.is_dir():
+        raise TrainError(f'--init-from {path} is a folder: give a checkpoint file in it '
+                         '(e.g. G_<step>.pth)')
     where = '' if path.parent.is_dir() else f' (its folder {path.parent} does not exist either)'
     raise TrainError(f'--init-from: checkpoint not found: {path}{where}')
 
@@ -672,26 +764,31 @@ def train(config, run_dir, max_steps=None, max_minutes=None, device=None, *, ini
           log_interval=None, eval_interval=None, first_eval_s=None, adversarial=True, amp=None,
           num_workers=0, callback=None, progress=True, tensorboard=True, seed=None, on_batch=None,
           _before_replace=None):
-    "Train VITS on `config` (path/dict/HParams) into `run_dir`; resumes automatically. Returns a summary."
+    """Train VITS on `config` (path/dict/HParams) into `run_dir`; resumes automatically. Returns
+    a summary."""
     t_start = time.time()
     hps, config_path = as_hparams(config)
     hps = _check_config(hps, f'config {config_path}' if config_path else 'config')
     _check_limits(max_steps, max_minutes, keep)
-    run_dir, dry = Path(run_dir), max_steps == 0                 # a dry run checks everything, writes nothing
+    # a dry run checks everything, writes nothing
+    run_dir, dry = Path(run_dir), max_steps == 0
     device, init_from = _check_device(device), _check_init_from(init_from, run_dir)
     _created_group = not (dist.is_available() and dist.is_initialized())
     rank, world, device = setup_distributed(device)
     _created_group = _created_group and dist.is_initialized()
     torch.manual_seed((hps.train.get('seed', 1234) if seed is None else seed) + rank)
     log = (lambda *a: print(*a, flush=True)) if rank == 0 else (lambda *a: None)
-    if _is_voice(init_from):                         # a Piper voice fixes the model's shape: see 13a_finetune
+    # a Piper voice fixes the model's shape: see 13a_finetune
+    if _is_voice(init_from):
         hps, note = _finetune().voice_overrides(hps, init_from)
         log(note)
     if rank == 0 and dry: _check_run_config(hps, run_dir)
     elif rank == 0: _open_run_dir(hps, run_dir, config_path)
     if world > 1: dist.barrier()
-    loader, batches, train_ds, val_ds = build_dataloaders(hps, config_path, rank, world, num_workers)
-    if train_ds.skipped: log(f'{len(train_ds.skipped)} training rows skipped (see the warning above)')
+    loader, batches, train_ds, val_ds = build_dataloaders(hps, config_path, rank, world,
+                                                          num_workers)
+    if train_ds.skipped:
+        log(f'{len(train_ds.skipped)} training rows skipped (see the warning above)')
     val_batch = _CollateWithIndex(hps.data.get('n_speakers', 0) > 1)(_first_items(val_ds, 4))[0]
     tr = Trainer(hps, device, rank, world, adversarial=adversarial, amp=amp, log=log)
     resumed = tr.resume(run_dir)
@@ -708,16 +805,18 @@ def train(config, run_dir, max_steps=None, max_minutes=None, device=None, *, ini
         from torch.utils.tensorboard import SummaryWriter
         writer, writer_eval = SummaryWriter(str(run_dir)), SummaryWriter(str(run_dir / 'eval'))
     from tqdm.auto import tqdm
-    bar = tqdm(total=max_steps, initial=tr.step, disable=not progress or rank != 0, desc='train', unit='step')
-    history, last_saved, t_log, s_log = [], tr.step, time.time(), tr.step   # a step not trained: not saved
+    bar = tqdm(total=max_steps, initial=tr.step, disable=not progress or rank != 0, desc='train',
+               unit='step')
+    # a step not trained: not saved
+    history, last_saved, t_log, s_log = [], tr.step, time.time(), tr.step
     deadline = t_start + 60 * max_minutes if max_minutes is not None else None
     max_epochs = hps.train.get('epochs', 20000)
     signals, interrupted = _StopSignals(), False
     early = {'due': first_eval_s is not None and rank == 0 and not dry, 't0': None}
 
     def should_stop():
-        s = ((max_steps is not None and tr.step >= max_steps) or (deadline is not None and time.time() >= deadline)
-             or signals.got is not None)
+        s = ((max_steps is not None and tr.step >= max_steps)
+             or (deadline is not None and time.time() >= deadline) or signals.got is not None)
         return not tr._agree(not s)
 
     def evaluate():
@@ -736,37 +835,45 @@ def train(config, run_dir, max_steps=None, max_minutes=None, device=None, *, ini
                   'attn_teacher': outs['attn'][0, :n].cpu().numpy()}
         if writer_eval is not None:
             _log_scalars(writer_eval, tr.step, {f'val/{k}': v for k, v in metrics.items()})
-            writer_eval.add_image('gen/mel_vs_target', _figure([sample['mel_target'], sample['mel_prior']],
-                                  ['teacher mel', 'generated mel (teacher durations)']), tr.step,
-                                  dataformats='HWC')
-            writer_eval.add_image('gen/alignment', _figure([sample['attn_teacher'].T, sample['attn'].T],
-                                  ['MAS on teacher', 'predicted durations']), tr.step, dataformats='HWC')
-            writer_eval.add_audio('gen/audio', torch.from_numpy(sample['audio']), tr.step, sample['sr'])
+            mels = _figure([sample['mel_target'], sample['mel_prior']],
+                           ['teacher mel', 'generated mel (teacher durations)'],
+                           ylabels=['mel bin'] * 2)
+            writer_eval.add_image('gen/mel_vs_target', mels, tr.step, dataformats='HWC')
+            paths = _figure([sample['attn_teacher'].T, sample['attn'].T],
+                            ['MAS on teacher', 'predicted durations'], ylabels=['text token'] * 2)
+            writer_eval.add_image('gen/alignment', paths, tr.step, dataformats='HWC')
+            writer_eval.add_audio('gen/audio', torch.from_numpy(sample['audio']), tr.step,
+                                  sample['sr'])
             if tr.step == 0 or not getattr(evaluate, 'gt_logged', False):
-                writer_eval.add_audio('gt/audio', vb[4][0, :, :int(vb[5][0])].cpu(), tr.step, sample['sr'])
+                writer_eval.add_audio('gt/audio', vb[4][0, :, :int(vb[5][0])].cpu(), tr.step,
+                                      sample['sr'])
                 evaluate.gt_logged = True
         return metrics, sample
 
     def evaluate_and_report():
-        "Rank 0: metrics, a sample, the callback. A forked random stream: training draws the same numbers."
+        """Rank 0: metrics, a sample, the callback. A forked random stream: training draws the
+        same numbers."""
         with torch.random.fork_rng(devices=[tr.device] if tr.device.type == 'cuda' else []):
             try:
                 metrics, sample = evaluate()
                 log(f'step {tr.step}: ' + ', '.join(f'{k} {v:.3f}' for k, v in metrics.items()))
                 if callback is not None:
                     callback({'event': 'eval', 'rank': rank, 'step': tr.step, **metrics, **sample})
-            except Exception as e:          # a failed evaluation costs the metrics, never the checkpoint
+            # a failed evaluation costs the metrics, never the checkpoint
+            except Exception as e:
                 log(f'step {tr.step}: evaluation failed ({type(e).__name__}: {e})')
 
     def evaluate_and_save():
-        rng = tr._rng_states()                                       # on every rank: a collective under DDP
+        # on every rank: a collective under DDP
+        rng = tr._rng_states()
         if rank == 0:
             evaluate_and_report()
             tr.save(run_dir, keep, _before_replace, rng=rng)
         if world > 1: dist.barrier()
 
     def early_eval():
-        "One evaluation `first_eval_s` seconds into the loop (a first sample to hear), no checkpoint."
+        """One evaluation `first_eval_s` seconds into the loop (a first sample to hear), no
+        checkpoint."""
         if early['t0'] is None: early['t0'] = time.time()
         if early['due'] and time.time() - early['t0'] >= first_eval_s and tr.step % eval_interval:
             early['due'] = False; evaluate_and_report()
@@ -774,7 +881,8 @@ def train(config, run_dir, max_steps=None, max_minutes=None, device=None, *, ini
     try:
         with signals:
             try:
-                if tr._restore_rng(): log('random-number states restored: the run continues as if never stopped')
+                if tr._restore_rng():
+                    log('random-number states restored: the run continues as if never stopped')
                 stop = dry or should_stop()
                 while not stop and tr.epoch <= max_epochs:
                     batches.set_epoch(tr.epoch, skip=tr.batch_in_epoch)
@@ -786,10 +894,11 @@ def train(config, run_dir, max_steps=None, max_minutes=None, device=None, *, ini
                         history.append(out); bar.update(1)
                         if len(history) > 100_000: del history[:50_000]
                         if 'loss_g' in out:
-                            bar.set_postfix(mel=f"{out['mel_l1']:.3f}", kl=f"{out['loss_kl']:.2f}", refresh=False)
+                            bar.set_postfix(mel=f"{out['mel_l1']:.3f}", kl=f"{out['loss_kl']:.2f}",
+                                            refresh=False)
                         if callback is not None:
-                            callback({'event': 'step', 'rank': rank, 'indices': idx.tolist(), 'trainer': tr,
-                                      **out})
+                            callback({'event': 'step', 'rank': rank, 'indices': idx.tolist(),
+                                      'trainer': tr, **out})
                         if rank == 0 and tr.step % log_interval == 0:
                             now = time.time()
                             out['steps_per_s'] = (tr.step - s_log) / max(now - t_log, 1e-9)
@@ -798,8 +907,10 @@ def train(config, run_dir, max_steps=None, max_minutes=None, device=None, *, ini
                         if tr.step % eval_interval == 0: evaluate_and_save(); last_saved = tr.step
                         elif early['due']: early_eval()
                         if should_stop(): stop = True; break
-                    else:                                                   # the epoch ran to its end
-                        with warnings.catch_warnings():      # D has not stepped yet when training G-only
+                    # the epoch ran to its end
+                    else:
+                        # D has not stepped yet when training G-only
+                        with warnings.catch_warnings():
                             warnings.filterwarnings('ignore', 'Detected call of')
                             tr.sched_g.step(); tr.sched_d.step()
                         tr.epoch += 1; tr.batch_in_epoch = 0
@@ -818,29 +929,35 @@ def train(config, run_dir, max_steps=None, max_minutes=None, device=None, *, ini
         if writer is not None: writer.close(); writer_eval.close()
     if world > 1: dist.barrier()
     ck = latest_checkpoint(run_dir) if rank == 0 else None
-    summary = {'step': tr.step, 'epoch': tr.epoch, 'resumed_from': str(resumed) if resumed else None,
+    summary = {'step': tr.step, 'epoch': tr.epoch,
+               'resumed_from': str(resumed) if resumed else None,
                'checkpoint': str(ck[0]) if ck else None, 'seconds': time.time() - t_start,
-               'n_bad_rows': len(train_ds.skipped), 'n_bad_val_rows': len(val_ds.skipped), 'history': history,
-               'lr': tr.lr, 'stopped_by': signals.got or ('KeyboardInterrupt' if interrupted else None),
+               'n_bad_rows': len(train_ds.skipped), 'n_bad_val_rows': len(val_ds.skipped),
+               'history': history, 'lr': tr.lr,
+               'stopped_by': signals.got or ('KeyboardInterrupt' if interrupted else None),
                **tr.counters}
     if callback is not None:
-        callback({'event': 'end', 'rank': rank, **{k: v for k, v in summary.items() if k != 'history'}})
+        end = {k: v for k, v in summary.items() if k != 'history'}
+        callback({'event': 'end', 'rank': rank, **end})
     summary['trainer'] = tr
     if world > 1 and _created_group: dist.destroy_process_group()
     return summary
 
 def _log_images(writer, tr, out):
     "TensorBoard scalars of `out` and the latest step's mel window and alignment."
-    _log_scalars(writer, tr.step, {f'train/{k}': v for k, v in out.items() if k not in ('step', 'epoch')})
+    scalars = {f'train/{k}': v for k, v in out.items() if k not in ('step', 'epoch')}
+    _log_scalars(writer, tr.step, scalars)
     f = getattr(tr, '_last', None)
     if f is None: return
     writer.add_image('slice/mel_target_vs_generated', _figure(
         [f['y_mel'][0].detach().float().cpu(), f['y_hat_mel'][0].detach().float().cpu()],
-        ['target mel (window)', 'generated mel (window)']), tr.step, dataformats='HWC')
-    writer.add_image('all/alignment', _figure([f['attn'][0, 0].detach().float().cpu().T], ['alignment (MAS)']),
-                     tr.step, dataformats='HWC')
+        ['target mel (window)', 'generated mel (window)'], ylabels=['mel bin'] * 2),
+        tr.step, dataformats='HWC')
+    writer.add_image('all/alignment', _figure(
+        [f['attn'][0, 0].detach().float().cpu().T], ['alignment (MAS)'], figsize=(8, 3),
+        ylabels=['text token']), tr.step, dataformats='HWC')
 
-# %% ../nbs/13_train.ipynb #8367de7b
+# %% ../nbs/13_train.ipynb #24faa6bd
 def _count(low, what):
     "An argparse type: an integer >= `low`."
     def parse(v):
@@ -853,66 +970,79 @@ def _count(low, what):
 def _minutes(v):
     try: m = float(v)
     except ValueError: m = float('nan')
-    if not (math.isfinite(m) and m >= 0): raise argparse.ArgumentTypeError(f'expected minutes >= 0, got {v!r}')
+    if not (math.isfinite(m) and m >= 0):
+        raise argparse.ArgumentTypeError(f'expected minutes >= 0, got {v!r}')
     return m
 
 def train_parser(parser=None):
     "Arguments of `vits-nb train` (added to `parser` when given)."
     p = parser or argparse.ArgumentParser(prog='vits-nb train',
-                                          description='Train VITS (resumes from the newest checkpoint in RUN_DIR).')
-    p.add_argument('-c', '--config', required=True, help='JSON config (official format), e.g. configs/ljs_base.json')
+        description='Train VITS (resumes from the newest checkpoint in RUN_DIR).')
+    p.add_argument('-c', '--config', required=True,
+                   help='JSON config (official format), e.g. configs/ljs_base.json')
     p.add_argument('-m', '--model', '--run-dir', dest='run_dir', required=True,
                    help='run directory: checkpoints, logs, config.json')
     p.add_argument('--max-steps', type=_count(0, 'a step count >= 0'), default=None,
-                   help='stop when the global step reaches N (0: check config, data and run folder; write nothing)')
-    p.add_argument('--max-minutes', type=_minutes, default=None, help='stop after M minutes (a re-run resumes)')
-    p.add_argument('--device', default=None, help='cpu, cuda (default: cuda:LOCAL_RANK if available)')
+                   help='stop when the global step reaches N (0: check config, data and run '
+                        'folder; write nothing)')
+    p.add_argument('--max-minutes', type=_minutes, default=None,
+                   help='stop after M minutes (a re-run resumes)')
+    p.add_argument('--device', default=None,
+                   help='cpu, cuda (default: cuda:LOCAL_RANK if available)')
     p.add_argument('--init-from', default=None,
                    help='generator checkpoint to fine-tune from (e.g. pretrained_ljs.pth)')
-    p.add_argument('--keep', type=_count(0, 'a count >= 0'), default=3, help='checkpoint pairs to keep (0: all)')
-    p.add_argument('--num-workers', type=_count(0, 'a count >= 0'), default=0, help='data loader worker processes')
+    p.add_argument('--keep', type=_count(0, 'a count >= 0'), default=3,
+                   help='checkpoint pairs to keep (0: all)')
+    p.add_argument('--num-workers', type=_count(0, 'a count >= 0'), default=0,
+                   help='data loader worker processes')
     p.add_argument('--no-adversarial', action='store_true',
                    help='train without the discriminator (mel + KL + duration only)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     return p
 
 def train_from_args(a):
-    "Run `train` from parsed `train_parser` arguments (for a CLI that adds `train_parser` to a subcommand)."
-    s = train(a.config, a.run_dir, max_steps=a.max_steps, max_minutes=a.max_minutes, device=a.device,
-              init_from=a.init_from, keep=a.keep, num_workers=a.num_workers, adversarial=not a.no_adversarial,
-              progress=not a.no_progress)
+    """Run `train` from parsed `train_parser` arguments (for a CLI that adds `train_parser` to a
+    subcommand)."""
+    s = train(a.config, a.run_dir, max_steps=a.max_steps, max_minutes=a.max_minutes,
+              device=a.device, init_from=a.init_from, keep=a.keep, num_workers=a.num_workers,
+              adversarial=not a.no_adversarial, progress=not a.no_progress)
     if dist_env()[0] != 0: return 0
-    if a.max_steps == 0: print(f"--max-steps 0: config, data and run folder checked at step {s['step']}; "
-                               'nothing written')
+    if a.max_steps == 0:
+        print(f"--max-steps 0: config, data and run folder checked at step {s['step']}; "
+              'nothing written')
     else:
         by = f" by {s['stopped_by']}" if s['stopped_by'] else ''
-        print(f"stopped{by} at step {s['step']} (epoch {s['epoch']}); checkpoint: {s['checkpoint']}")
+        print(f"stopped{by} at step {s['step']} (epoch {s['epoch']}); "
+              f"checkpoint: {s['checkpoint']}")
     return 0
 
 def _one_line(e): return ' '.join(str(e).split()) or type(e).__name__
 
 def train_main(argv=None):
-    "Entry point of `vits-nb train` and `python -m vits_nb.train`: one error line and status 1 for a user error."
+    """Entry point of `vits-nb train` and `python -m vits_nb.train`: one error line and status 1
+    for a user error."""
     a = train_parser().parse_args(argv)
     try: return train_from_args(a)
     except (TrainError, OSError, ValueError) as e:
         print(f'vits-nb train: error: {_one_line(e)}', file=sys.stderr, flush=True)
         return 1
-    except KeyboardInterrupt:                                    # before the loop, or a second Ctrl-C
+    # before the loop, or a second Ctrl-C
+    except KeyboardInterrupt:
         print('vits-nb train: interrupted', file=sys.stderr, flush=True)
         return 130
 
-# %% ../nbs/13_train.ipynb #0457e3e5
+# %% ../nbs/13_train.ipynb #b147a91c
 #| eval: false
 def _in_kernel():
     "Whether this runs inside IPython/Jupyter, where `__name__` is `'__main__'` too."
-    ip = sys.modules.get('IPython')                    # imported by every kernel, never by `python -m`
+    # imported by every kernel, never by `python -m`
+    ip = sys.modules.get('IPython')
     return ip is not None and getattr(ip, 'get_ipython', lambda: None)() is not None
 
 if __name__ == '__main__' and not _in_kernel(): sys.exit(train_main())
 
-# %% ../nbs/13_train.ipynb #807a1512
-def _repo_root(): return Path(__file__).resolve().parent.parent
+# %% ../nbs/13_train.ipynb #6b700b22
+def _repo_root(): return Path(commons.__file__).resolve().parent.parent     # also in a kernel
 
 def _heldout_figure(outs, spec_lengths, x_lengths, hop, sr):
     "Per held-out sentence: MAS alignment, teacher mel, generated mel (labelled axes, colorbars)."
@@ -923,9 +1053,11 @@ def _heldout_figure(outs, spec_lengths, x_lengths, hop, sr):
     axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         t, tx, sec = int(spec_lengths[i]), int(x_lengths[i]), int(spec_lengths[i]) * hop / sr
-        panels = [(outs['attn'][i, :t, :tx].T, 'alignment (MAS, teacher audio)', 'text token', 'on path'),
+        panels = [(outs['attn'][i, :t, :tx].T, 'alignment (MAS, teacher audio)', 'text token',
+                   'on path'),
                   (outs['mel_target'][i, :, :t], 'teacher mel', 'mel bin', 'log-mel'),
-                  (outs['mel_prior'][i, :, :t], 'generated mel (teacher durations)', 'mel bin', 'log-mel')]
+                  (outs['mel_prior'][i, :, :t], 'generated mel (teacher durations)', 'mel bin',
+                   'log-mel')]
         for ax, (im, title, ylabel, unit) in zip(axes[i], panels):
             h = ax.imshow(im.numpy(), aspect='auto', origin='lower', interpolation='none',
                           extent=(0, sec, 0, im.shape[0]))
@@ -934,11 +1066,14 @@ def _heldout_figure(outs, spec_lengths, x_lengths, hop, sr):
     return fig
 
 @torch.no_grad()
-def synthesize_heldout(run_dir, out_dir=None, n=3, config=None, seed=1234, noise_scale=.667, noise_scale_w=.8):
-    "Speak the first `n` validation sentences with the newest checkpoint in `run_dir`: WAVs, a PNG, metrics."
+def synthesize_heldout(run_dir, out_dir=None, n=3, config=None, seed=1234, noise_scale=.667,
+                       noise_scale_w=.8):
+    """Speak the first `n` validation sentences with the newest checkpoint in `run_dir`: WAVs, a
+    PNG, metrics."""
     from vits_nb.corpus import write_wav
     run_dir = Path(run_dir)
-    # relative filelist paths are relative to the config file: the run's own copy unless `config` is given
+    # relative filelist paths are relative to the config file: the run's own copy unless `config`
+    # is given
     hps, config_path = as_hparams(config if config is not None else run_dir / 'config.json')
     ck = latest_checkpoint(run_dir)
     if ck is None: raise FileNotFoundError(f'no checkpoint in {run_dir}: train first')
@@ -947,8 +1082,8 @@ def synthesize_heldout(run_dir, out_dir=None, n=3, config=None, seed=1234, noise
     step = int(_CKPT_RE.match(ck[0].name).group(1))
     multi = hps.data.get('n_speakers', 0) > 1
     val_path = resolve_path(hps.data.validation_files, config_path)
-    val_ds = drop_unalignable((TextAudioSpeakerLoader if multi else TextAudioLoader)(val_path, hps.data),
-                              'validation filelist')
+    Loader = TextAudioSpeakerLoader if multi else TextAudioLoader
+    val_ds = drop_unalignable(Loader(val_path, hps.data), 'validation filelist')
     items = _first_items(val_ds, n); n = len(items)
     batch = _CollateWithIndex(multi)(items)[0]
     metrics, outs = heldout_metrics(net_g, hps, batch, return_outputs=True)
@@ -961,7 +1096,8 @@ def synthesize_heldout(run_dir, out_dir=None, n=3, config=None, seed=1234, noise
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         sid = batch[6][i:i + 1] if multi else None
         y_hat, attn, *_ = net_g.infer(x[i:i + 1, :x_lengths[i]], x_lengths[i:i + 1], sid=sid,
-                                      noise_scale=noise_scale, noise_scale_w=noise_scale_w, max_len=2000)
+                                      noise_scale=noise_scale, noise_scale_w=noise_scale_w,
+                                      max_len=2000)
         files.append(write_wav(out_dir / f'heldout_{i + 1}.wav', y_hat[0, 0].numpy(), sr))
         t = int(spec_lengths[i])
         files.append(write_wav(out_dir / f'heldout_{i + 1}_teacher_durations.wav',
@@ -970,11 +1106,14 @@ def synthesize_heldout(run_dir, out_dir=None, n=3, config=None, seed=1234, noise
     _heldout_figure(outs, spec_lengths, x_lengths, hop, sr).savefig(png)
     metrics = {'step': step, 'checkpoint': str(ck[0]), 'n': n, **metrics}
     (out_dir / 'metrics.json').write_text(json.dumps(metrics, indent=1) + '\n')
-    return {'wavs': [str(f) for f in files], 'png': str(png), 'metrics': metrics, 'out_dir': str(out_dir)}
+    return {'wavs': [str(f) for f in files], 'png': str(png), 'metrics': metrics,
+            'out_dir': str(out_dir)}
 
-def main_job_train(config=None, run_dir=None, max_minutes=15., max_steps=None, out_dir=None, n_samples=3,
-                   build_corpus=True, device=None, progress=True, callback=None, first_eval_s=None):
-    "Toy corpus (if missing) → bounded training of `configs/toy_small.json` (resumes) → held-out samples."
+def main_job_train(config=None, run_dir=None, max_minutes=15., max_steps=None, out_dir=None,
+                   n_samples=3, build_corpus=True, device=None, progress=True, callback=None,
+                   first_eval_s=None):
+    """Toy corpus (if missing) → bounded training of `configs/toy_small.json` (resumes) →
+    held-out samples."""
     root = _repo_root()
     config = Path(config) if config is not None else root / 'configs' / 'toy_small.json'
     run_dir = Path(run_dir) if run_dir is not None else root / 'runs' / 'toy_small'
@@ -983,22 +1122,25 @@ def main_job_train(config=None, run_dir=None, max_minutes=15., max_steps=None, o
                if not resolve_path(f, config_path).exists()]
     if missing:
         if not build_corpus:
-            raise FileNotFoundError(f'toy corpus filelists missing: {missing} (build the corpus first)')
+            raise FileNotFoundError(f'toy corpus filelists missing: {missing} '
+                                    '(build the corpus first)')
         from vits_nb.corpus import build_toy_corpus
         build_toy_corpus(root / 'data' / 'toy', progress=progress)
-    s = train(config, run_dir, max_steps=max_steps, max_minutes=max_minutes, device=device, progress=progress,
-              callback=callback, first_eval_s=first_eval_s)
+    s = train(config, run_dir, max_steps=max_steps, max_minutes=max_minutes, device=device,
+              progress=progress, callback=callback, first_eval_s=first_eval_s)
     res = synthesize_heldout(run_dir, out_dir, n=n_samples, config=config)
     print(f"trained to step {s['step']} ({s['seconds'] / 60:.1f} min this run); "
           f"held-out samples in {res['out_dir']}:")
     for f in res['wavs'] + [res['png']]: print('  ', f)
-    print('   metrics:', ', '.join(f'{k} {v:.3f}' for k, v in res['metrics'].items() if isinstance(v, float)))
+    floats = {k: v for k, v in res['metrics'].items() if isinstance(v, float)}
+    print('   metrics:', ', '.join(f'{k} {v:.3f}' for k, v in floats.items()))
     return {**res, 'step': s['step'], 'run_dir': str(run_dir), 'seconds': s['seconds'],
             'history': s['history']}
 
-# %% ../nbs/13_train.ipynb #51dfb6a0
+# %% ../nbs/13_train.ipynb #540c87e1
 class LivePlot:
-    "Notebook callback for `train`: loss curves every `every` steps, the latest validation sample at each evaluation."
+    """Notebook callback for `train`: loss curves every `every` steps, the latest validation
+    sample at each evaluation."""
     keys = ('loss_mel', 'loss_kl', 'loss_dur', 'loss_gen', 'loss_fm', 'loss_d')
     def __init__(self, every=10, display=True):
         import ipywidgets as W
@@ -1019,17 +1161,23 @@ class LivePlot:
     def _draw_curves(self):
         from IPython.display import display, clear_output
         from matplotlib.figure import Figure
-        fig = Figure(figsize=(8, 2.5), dpi=70); ax = fig.subplots()
+        fig = Figure(figsize=(9, 3.2), dpi=100, layout='constrained'); ax = fig.subplots()
         for k in self.keys:
-            if any(math.isfinite(v) for v in self.hist[k]): ax.plot(self.hist['step'], self.hist[k], label=k)
-        ax.set_yscale('log'); ax.set_xlabel('step'); ax.legend(fontsize=7, ncol=3)
+            if any(math.isfinite(v) for v in self.hist[k]):
+                ax.plot(self.hist['step'], self.hist[k], label=k)
+        ax.set_yscale('log'); ax.set(xlabel='step', ylabel='loss (log scale)')
+        ax.set_title('training losses', fontsize=11); ax.legend(fontsize=9, ncol=3)
         with self.curves: clear_output(wait=True); display(fig)
 
     def _draw_sample(self, info):
         from IPython.display import display, clear_output, Audio
+        from PIL import Image
         with self.sample:
             clear_output(wait=True)
+            print(f"held-out sample at step {info['step']}")
             display(Audio(info['audio'], rate=info['sr']))
-            from PIL import Image
-            display(Image.fromarray(_figure([info['mel_target'], info['mel_prior'], info['attn_teacher'].T],
-                                            ['teacher mel', 'generated (teacher durations)', 'alignment'])))
+            display(Image.fromarray(_figure(
+                [info['mel_target'], info['mel_prior'], info['attn_teacher'].T],
+                ['teacher mel', 'generated (teacher durations)', 'alignment (MAS)'],
+                figsize=(12, 3.2),
+                ylabels=['mel bin', 'mel bin', 'text token'])))
