@@ -643,7 +643,7 @@ def _figure(images, titles, figsize=(10, 3), ylabels=None, xlabel='frame'):
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
-# %% ../nbs/13_train.ipynb #fd452db2
+# %% ../nbs/13_train.ipynb #80fb60e8
 def _same_model(a, b):
     keys = ('sampling_rate', 'filter_length', 'hop_length', 'win_length', 'n_speakers', 'add_blank')
     return (a.get('model') == b.get('model')
@@ -660,10 +660,10 @@ def _check_run_config(hps, run_dir):
                          'use a new run directory (or delete the old one) to train another model')
 
 def _run_config(hps, run_dir, config_path=None):
-    """`hps` as a dict whose filelist paths are relative to `run_dir` (absolute when they share
-    no folder)."""
+    "`hps` as a dict, its relative filelist paths made relative to `run_dir` (absolute ones stay)."
     d, here = hps.to_dict(), Path(run_dir).resolve()
     for k in ('training_files', 'validation_files'):
+        if Path(d['data'][k]).is_absolute(): continue
         p = resolve_path(d['data'][k], config_path)
         if not p.exists(): continue
         p = p.resolve()
