@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from vits_nb.cli import main
-from vits_nb.export import (InferenceGraph, check_parity, decode_chunked, decode_chunks, decoder_conv_nodes, export_onnx,
-                            inference_copy, quantize_decoder, register_symbolics, relative_attention)
+from vits_nb.export import (InferenceGraph, PolyphaseUpsample, check_parity, clipped_range, decode_chunked, decode_chunks,
+                            decoder_conv_nodes, decoder_int8_nodes, equalize_decoder, export_onnx, inference_copy,
+                            quantize_decoder, register_symbolics, relative_attention)
 from vits_nb.models import model_from_config, save_checkpoint, tiny_config
 from vits_nb.onnx_synth import OnnxTTS
 from vits_nb.synth import TTS
@@ -324,13 +325,21 @@ def _initializers(proto): return {i.name: onnx.numpy_helper.to_array(i) for i in
 
 
 @pytest.fixture(scope='module')
-def int8_mid(tmp_path_factory):
-    "A ResBlock1 (HiFi-GAN V1 layout) model exported twice: float32 and with the int8 decoder."
+def int8_all(tmp_path_factory):
+    "A ResBlock1 (HiFi-GAN V1 layout) model exported three ways: float32, int8 decoder, int8 residual-block convolutions."
     torch.manual_seed(7)
     d = tmp_path_factory.mktemp('int8')
     hps = mid_config()
     model = model_from_config(hps).eval()
-    return model, hps, export_onnx(model, hps, d / 'f32.onnx'), export_onnx(model, hps, d / 'int8.onnx', quantize='int8')
+    return (model, hps, export_onnx(model, hps, d / 'f32.onnx'), export_onnx(model, hps, d / 'int8.onnx', quantize='int8'),
+            export_onnx(model, hps, d / 'int8rb.onnx', quantize='int8-resblocks'))
+
+
+@pytest.fixture(scope='module')
+def int8_mid(int8_all):
+    "The float32 and the `int8-resblocks` exports (the residual-block convolutions only)."
+    model, hps, f32, _, rb = int8_all
+    return model, hps, f32, rb
 
 
 def test_int8_quantizes_exactly_the_residual_block_convolutions(int8_mid):
@@ -356,6 +365,102 @@ def test_int8_quantizes_exactly_the_residual_block_convolutions(int8_mid):
     assert meta8.pop('vits_nb_quantization').startswith(f'int8 decoder: {len(expected)} residual-block Conv nodes')
     assert meta8 == meta32
     assert OnnxTTS(f32).quantization is None and 'calibration on 8 utterances' in OnnxTTS(int8).quantization
+
+
+def test_polyphase_upsample_is_the_transposed_convolution():
+    torch.manual_seed(3)
+    for cin, cout, u, k in [(16, 8, 8, 16), (12, 6, 4, 8), (6, 3, 2, 4), (5, 4, 3, 5), (4, 4, 2, 2), (4, 2, 5, 9)]:
+        ct = torch.nn.ConvTranspose1d(cin, cout, k, u, padding=(k - u) // 2)
+        poly = PolyphaseUpsample(ct)
+        assert poly.conv.stride == (1,) and poly.conv.out_channels == cout * u
+        for t in (1, 2, 23):
+            x = torch.randn(2, cin, t, dtype=torch.float64)
+            with torch.no_grad():
+                y, yp = ct.double()(x), PolyphaseUpsample(ct.double()).double()(x)
+            assert yp.shape == (2, cout, t * u) and torch.allclose(yp, y, atol=1e-12)
+    for bad in (torch.nn.ConvTranspose1d(4, 4, 5, 2), torch.nn.ConvTranspose1d(4, 4, 4, 2, padding=1, dilation=2)):
+        with pytest.raises(ValueError, match='no polyphase form'): PolyphaseUpsample(bad)
+
+
+def test_equalize_decoder_is_exact_in_float():
+    "Polyphase upsampling, per-channel stream scales and the folded 1/num_kernels change nothing but rounding."
+    import copy
+    from torch.nn.utils import parametrize
+    from vits_nb.commons import remove_weight_norm
+    from vits_nb.decoder import Generator
+    for rb, gin in (('1', 0), ('2', 5)):
+        torch.manual_seed(4)
+        gen = Generator(10, rb, [3, 5, 7], [[1, 2], [2, 3], [1, 4]], [4, 2, 2], 32, [8, 4, 4], gin_channels=gin).double().eval()
+        for m in gen.modules():
+            if parametrize.is_parametrized(m, 'weight'): remove_weight_norm(m)
+        z, g = torch.randn(2, 10, 7, dtype=torch.float64), (torch.randn(2, gin, 1, dtype=torch.float64) if gin else None)
+        peaks = [torch.rand(c, dtype=torch.float64) * 5 + .1 for c in (32, 16, 8, 4)]
+        with torch.no_grad():
+            ref = gen(z, g=g)
+            eq = equalize_decoder(copy.deepcopy(gen), peaks)
+            out = eq(z, g=g)
+        assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-10)
+        assert all(isinstance(u, PolyphaseUpsample) for u in eq.ups)
+        # the scales really moved the weights: stream 2's channels carried as x_c / s_c
+        s2 = (peaks[2] / peaks[2].mean()) ** .5
+        assert not torch.allclose(eq.ups[1].conv.bias, gen.ups[1].bias.repeat_interleave(2))
+        assert torch.allclose(eq.ups[1].conv.bias, (gen.ups[1].bias / s2).repeat_interleave(2))
+    with pytest.raises(ValueError, match='fold weight norm first'): equalize_decoder(Generator(10, '2', [3], [[1]], [2], 8, [4]))
+    with pytest.raises(ValueError, match='channels per stream'): equalize_decoder(copy.deepcopy(gen), peaks[:2])
+
+
+def test_clipped_range_trades_rare_peaks_for_finer_steps():
+    rng = np.random.default_rng(0)
+    x = rng.laplace(size=20000)                    # a long thin tail, like the decoder's activations
+    lo, hi = clipped_range(x, x.min(), x.max())
+    assert x.min() < lo < 0 < hi < x.max()
+    def err(l, h):
+        step = (h - l) / 255; zp = np.round(-l / step)
+        return np.mean(((np.clip(np.round(x / step) + zp, 0, 255) - zp) * step - x) ** 2)
+    assert err(lo, hi) < 0.97 * err(x.min(), x.max())
+    assert all(err(lo, hi) <= err(x.min() * a, x.max() * b) + 1e-12 for a in (.2, .5, .8, 1) for b in (.2, .5, .8, 1))
+    u = rng.uniform(-1, 2, 20000)                  # no outliers: the range stays (almost) min-max
+    lo, hi = clipped_range(u, u.min(), u.max())
+    assert lo <= -0.95 and hi >= 1.9
+    assert clipped_range(np.ones(10), 1., 1.) == (0., 1.)   # the range always holds 0
+
+
+def test_int8_decoder_quantizes_from_the_first_upsampling_to_conv_post(int8_all, tmp_path):
+    import onnxruntime as ort
+    model, hps, f32, int8, _ = int8_all
+    p32, p8 = onnx.load(f32), onnx.load(int8)
+    made_by = {o: n.op_type for n in p8.graph.node for o in n.output}
+    convs = [n for n in p8.graph.node if n.op_type in ('Conv', 'ConvTranspose')]
+    quantized = {n.name for n in convs if made_by.get(n.input[1]) == 'DequantizeLinear'}
+    dec_convs = {n.name for n in convs if n.name.startswith('/dec/')}
+    # ResBlock1 (3 kernels x 3 dilations x 2 convs) x 4 stages + 4 polyphase upsamplings; conv_pre, conv_post float
+    assert quantized == dec_convs - {'/dec/conv_pre/Conv', '/dec/conv_post/Conv'} and len(quantized) == 4 * 18 + 4
+    assert not any(n.op_type == 'ConvTranspose' for n in p8.graph.node)
+    assert not any(n.name.startswith('/dec/ups') and n.op_type == 'Shape' for n in p8.graph.node)   # constant shapes
+    assert set(decoder_int8_nodes(p8)) >= quantized
+    # outside the decoder every weight is the float32 export's, bit for bit
+    w32, w8 = _initializers(p32), _initializers(p8)
+    for n in p32.graph.node:
+        if n.op_type == 'Conv' and not n.name.startswith('/dec/') and n.input[1] in w32:
+            assert np.array_equal(w32[n.input[1]], w8[n.input[1]]), n.name
+    meta8 = {p.key: p.value for p in p8.metadata_props}
+    assert meta8['vits_nb_quantization'].startswith(f'int8 decoder: {len(decoder_int8_nodes(p8))} nodes ({len(quantized)} Conv')
+    assert 'calibration on 8 utterances' in meta8['vits_nb_quantization']
+    # onnxruntime runs it as integer kernels end to end: convolutions, leaky ReLUs and additions
+    so = ort.SessionOptions(); so.optimized_model_filepath = str(tmp_path / 'opt.onnx'); so.log_severity_level = 3
+    ort.InferenceSession(str(int8), so, providers=['CPUExecutionProvider'])
+    kinds = [n.op_type for n in onnx.load(tmp_path / 'opt.onnx').graph.node]
+    assert kinds.count('QLinearConv') == len(quantized)
+    n_lrelu = sum(n.op_type == 'LeakyRelu' for n in p8.graph.node if n.name.startswith('/dec/'))
+    assert kinds.count('QLinearLeakyRelu') == n_lrelu - 1          # all but the one after conv_pre
+    assert kinds.count('QLinearAdd') == sum(n.op_type == 'Add' for n in p8.graph.node if n.name.startswith('/dec/'))
+
+
+def test_int8_decoder_keeps_lengths_and_fidelity(int8_all):
+    model, hps, f32, int8, rb = int8_all
+    d8, drb, d32 = (check_parity(model, p, length=60) for p in (int8, rb, f32))
+    assert d8['samples'] == d32['samples'] >= 60 * 256
+    assert 15 < d8['snr_db'] < drb['snr_db'] and d32['snr_db'] > 100, (d8, drb, d32)
 
 
 def test_int8_weights_are_symmetric_per_output_channel(int8_mid):
@@ -406,7 +511,7 @@ def test_int8_multispeaker_and_errors(tmp_path):
     model = model_from_config(hps).eval()
     path = export_onnx(model, hps, tmp_path / 'm8.onnx', quantize='int8', calibration=['One.', 'Two words.', 'And three.', [5, 6, 7]])
     d = check_parity(model, path, speaker=2)
-    assert d['snr_db'] > 20 and 'calibration on 4 utterances' in OnnxTTS(path).quantization
+    assert d['snr_db'] > 15 and 'calibration on 4 utterances' in OnnxTTS(path).quantization
     with pytest.raises(ValueError, match="quantize must be None"): export_onnx(model, hps, tmp_path / 'x.onnx', quantize='fp16')
     with pytest.raises(ValueError, match='calibration is empty'): export_onnx(model, hps, tmp_path / 'x.onnx', quantize='int8', calibration=[])
     with pytest.raises(ValueError, match='calibration item 1: text is empty'): export_onnx(model, hps, tmp_path / 'x.onnx', quantize='int8', calibration=['a', ''])
@@ -427,7 +532,8 @@ def test_cli_export_int8(exported, capsys):
                  '--calibration', str(exported / 'cal.txt')]) == 0
     out = capsys.readouterr().out
     snr = float(out.split('SNR ')[1].split()[0])
-    assert 20 < snr < 100 and 'calibration on 2 utterances' in OnnxTTS(exported / 'q.onnx').quantization
+    # the whole decoder in int8: ≈19 dB on this random tiny model (the residual-block version: ≈25 dB)
+    assert 15 < snr < 100 and 'calibration on 2 utterances' in OnnxTTS(exported / 'q.onnx').quantization
     p, rep = run_cli('synth', '--onnx', exported / 'q.onnx', '-t', 'Hello.', '-o', exported / 'q.wav', cwd=exported)
     assert rep['rc'] == 0 and not rep['torch'], rep
     assert main(['export-onnx', '-k', str(exported / 'G_0.pth'), '-o', str(exported / 'r.onnx'), '--calibration', str(exported / 'cal.txt')]) == 1
