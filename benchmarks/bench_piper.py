@@ -11,8 +11,10 @@ Runtimes, all on `--threads` threads (2 by default):
   vits_nb eager: `TTS.from_piper()` (the voice imported into `SynthesizerTrn`, weight norm as a parametrization, as
     `TTS` runs it), `model.infer` under `torch.no_grad`, `torch.set_num_threads(threads)`; and a copy with weight
     norm removed (`vits_nb.commons.remove_weight_norm` on every parametrized module; attention unchanged).
-  vits_nb ONNX: `export_onnx(tts.model, tts.hps, ...)` float32 and `quantize='int8'` (int8 residual-block
-    convolutions of the decoder, default calibration sentences), run by `OnnxTTS(path, threads=threads).infer_ids`.
+  vits_nb ONNX: `export_onnx(tts.model, tts.hps, ...)` float32, `quantize='int8'` (the whole decoder from the first
+    upsampling to conv_post in int8: polyphase upsampling, equalized streams, clipped ranges) and, for comparison,
+    `quantize='int8-resblocks'` (the residual-block convolutions only, the previous default); default calibration
+    sentences; run by `OnnxTTS(path, threads=threads).infer_ids`.
 Input: the ids of SENTENCES below (our own, 1-40 words) from piper-tts's phonemizer (`phonemize` + `phonemes_to_ids`),
 identical for every runtime; noise off (noise_scale 0, length_scale 1, noise_w 0), so every runtime computes the same
 durations and the outputs are comparable sample by sample.
@@ -236,6 +238,7 @@ def main():
     t0 = time.perf_counter(); tts = TTS.from_piper(orig); t_import = time.perf_counter() - t0
     t0 = time.perf_counter(); f32 = export_onnx(tts.model, tts.hps, tmp / 'joe.onnx'); t_f32 = time.perf_counter() - t0
     t0 = time.perf_counter(); i8 = export_onnx(tts.model, tts.hps, tmp / 'joe_int8.onnx', quantize='int8'); t_i8 = time.perf_counter() - t0
+    i8rb = export_onnx(tts.model, tts.hps, tmp / 'joe_int8rb.onnx', quantize='int8-resblocks')
     print(f'# voice {orig.name} ({orig.stat().st_size / 1e6:.0f} MB); TTS.from_piper {t_import:.1f} s; export float32 '
           f'{t_f32:.1f} s ({f32.stat().st_size / 1e6:.0f} MB), int8 decoder {t_i8:.1f} s ({i8.stat().st_size / 1e6:.0f} MB)')
 
@@ -253,7 +256,8 @@ def main():
     runtimes = [('piper-tts (original .onnx)', 'piper', orig), ('piper-tts, PiperVoice.load session defaults', 'piper-default', orig),
                 ('vits_nb eager PyTorch (weight norm, as TTS runs)', 'eager', orig),
                 ('vits_nb eager PyTorch, weight norm removed', 'eager-nown', orig),
-                ('vits_nb ONNX float32 (onnxruntime)', 'onnx', f32), ('vits_nb ONNX, int8 decoder', 'onnx', i8)]
+                ('vits_nb ONNX float32 (onnxruntime)', 'onnx', f32), ('vits_nb ONNX, int8 decoder', 'onnx', i8),
+                ('vits_nb ONNX, int8 residual-block convs only', 'onnx', i8rb)]
     speakers = [make_runtime(kind, p, a.threads, tts=tts) for _, kind, p in runtimes]
     K, outs = len(runtimes), [[None] * len(ids) for _ in runtimes]
     def speak_one(k, j):
@@ -315,7 +319,8 @@ def main():
     profs = [('vits_nb eager PyTorch (forward hooks, wall)', EagerProfile(tts.model, speakers[2])),
              ('piper-tts original .onnx (ORT kernel time)', OrtProfile(orig, a.threads, tmp, ids[0])),
              ('vits_nb ONNX float32 (ORT kernel time)', OrtProfile(f32, a.threads, tmp, ids[0])),
-             ('vits_nb ONNX int8 decoder (ORT kernel time)', OrtProfile(i8, a.threads, tmp, ids[0]))]
+             ('vits_nb ONNX int8 decoder (ORT kernel time)', OrtProfile(i8, a.threads, tmp, ids[0])),
+             ('vits_nb ONNX int8 residual-block convs (ORT kernel time)', OrtProfile(i8rb, a.threads, tmp, ids[0]))]
     passes = [0.] * len(profs)
     for i in ids:
         for k, (_, prof) in enumerate(profs):
