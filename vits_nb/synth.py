@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TTS']
 
-# %% ../nbs/12a_synth.ipynb #3ca22d9d
+# %% ../nbs/12a_synth.ipynb #fb6e4e4e
 import re
 from pathlib import Path
 import numpy as np
@@ -13,8 +13,9 @@ import torch
 from .data import load_config, HParams
 from .text import get_text, clean_text, split_sentences
 from .models import model_from_config, load_checkpoint, tiny_config, save_checkpoint
+from .onnx_synth import check_scales, check_frames, check_finite, speakable, NothingToSpeak
 
-# %% ../nbs/12a_synth.ipynb #81f0b425
+# %% ../nbs/12a_synth.ipynb #a2aa6cb4
 class TTS:
     "A ready-to-use VITS voice: `TTS.from_checkpoint(ckpt, config).synthesize(text)` → `(audio float32, sample_rate)`."
     def __init__(self, model, hps, device='cpu'):
@@ -25,6 +26,9 @@ class TTS:
     def from_checkpoint(cls, checkpoint, config=None, device='cpu'):
         "Load a generator checkpoint; `config` defaults to `config.json` next to the checkpoint."
         checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():     # before the config: a missing checkpoint is what to report
+            where = '' if checkpoint.parent.is_dir() else f' (its folder {checkpoint.parent} does not exist)'
+            raise FileNotFoundError(f'checkpoint not found: {checkpoint}{where}')
         if config is None:
             config = checkpoint.parent / 'config.json'
             if not config.exists(): raise FileNotFoundError(f'no config given and none at {config}')
@@ -58,16 +62,18 @@ class TTS:
         "Symbol ids for one sentence `text`, cleaned and interspersed as the config was trained (or Piper's ids)."
         if self.frontend is not None: return torch.tensor(self.frontend.text_to_ids(text), dtype=torch.long)
         d = self.hps.data
-        return get_text(text, cleaned=False, add_blank=d.get('add_blank', True), cleaner_names=tuple(d.text_cleaners))
+        try: return get_text(text, cleaned=False, add_blank=d.get('add_blank', True),
+                             cleaner_names=tuple(d.text_cleaners))
+        except ValueError:   # the cleaners dropped every character (emoji, a script unidecode cannot spell)
+            raise NothingToSpeak(f'nothing to speak in {text!r}: the cleaners '
+                                 f"{', '.join(d.text_cleaners)} turn it into nothing") from None
 
     def sentence_ids(self, text):
-        "Symbol ids per sentence of `text`: the voice's frontend decides where sentences end."
-        if not isinstance(text, str): raise TypeError(f'text must be a str, got {type(text).__name__}')
+        """Symbol ids per piece of `text`: its sentences, a long one cut at commas, then every
+        `vits_nb.onnx_synth.MAX_WORDS` words (a Piper voice's espeak splits a text with no long sentence)."""
         if self.frontend is not None:
-            return [torch.tensor(i, dtype=torch.long) for i in self.frontend.sentences(text)]
-        sentences = split_sentences(text)
-        if not sentences: raise ValueError('empty text: nothing to synthesize')
-        return [self.text_to_ids(s) for s in sentences]
+            return [torch.tensor(i, dtype=torch.long) for i in speakable(text, self.frontend.sentences, whole=True)]
+        return speakable(text, lambda piece: [self.text_to_ids(piece)])
 
     def _sid(self, speaker, n):
         if self.n_speakers <= 1:
@@ -78,18 +84,37 @@ class TTS:
         return torch.full((n,), int(speaker), dtype=torch.long, device=self.device)
 
     @torch.no_grad()
-    def _infer_ids(self, ids_list, speaker, noise_scale, noise_scale_w, length_scale):
+    def _durations(self, x, lengths, sid, noise_scale_w, length_scale):
+        "The predicted durations `w` (eq. 9's $d$ before the ceiling), checked against `MAX_SECONDS`."
+        m = self.model
+        h, _, _, x_mask = m.enc_p(x, lengths)
+        g = m.speaker_embedding(sid)
+        logw = m.dp(h, x_mask, g=g, reverse=True, noise_scale=noise_scale_w) if m.use_sdp else m.dp(h, x_mask, g=g)
+        w = torch.exp(logw) * x_mask * length_scale
+        check_frames(torch.ceil(w).sum((1, 2)).max(), m.hop_length, self.sample_rate)   # before any frame exists
+        return w
+
+    @torch.no_grad()
+    def _infer_ids(self, ids_list, speaker, noise_scale, noise_scale_w, length_scale, max_len=None):
+        check_scales(noise_scale=noise_scale, noise_scale_w=noise_scale_w, length_scale=length_scale)
         n = len(ids_list)
         lengths = torch.tensor([len(i) for i in ids_list], device=self.device)
         x = torch.zeros(n, int(lengths.max()), dtype=torch.long, device=self.device)
         for i, ids in enumerate(ids_list): x[i, :len(ids)] = ids
-        o, attn, y_mask, _ = self.model.infer(x, lengths, sid=self._sid(speaker, n), noise_scale=noise_scale,
-                                             noise_scale_w=noise_scale_w, length_scale=length_scale)
+        sid = self._sid(speaker, n)
+        w = self._durations(x, lengths, sid, noise_scale_w, length_scale)
+        out = self.model.infer(x, lengths, sid=sid, noise_scale=noise_scale, noise_scale_w=noise_scale_w,
+                               length_scale=length_scale, w=w, max_len=max_len)
+        if max_len is not None: return out
+        o, attn, y_mask, _ = out
         n_samples = y_mask.sum((1, 2)).long() * self.model.hop_length
-        return [o[i, 0, :n_samples[i]].float().cpu().numpy() for i in range(n)]
+        return [check_finite(o[i, 0, :n_samples[i]].float().cpu().numpy()) for i in range(n)]
 
     def synthesize(self, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., seed=None, pause=0.25):
-        "Speak `text` (split into sentences joined by `pause` seconds of silence)."
+        """Speak `text`: its sentences (a long one cut into pieces of at most `MAX_WORDS` words, each at most
+        `MAX_SECONDS` long), joined by `pause` seconds of silence. Scales outside `vits_nb.onnx_synth.SCALES`
+        and audio that is not finite raise `ValueError`."""
+        check_scales(noise_scale=noise_scale, noise_scale_w=noise_scale_w, length_scale=length_scale)
         sentences = self.sentence_ids(text)
         gap = np.zeros(int(pause * self.sample_rate), dtype=np.float32)
         with torch.random.fork_rng(devices=[]):
@@ -102,6 +127,7 @@ class TTS:
     def synthesize_batch(self, texts, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., seed=None):
         "Speak each text of `texts` in one padded batch; returns a list of float32 arrays."
         if isinstance(texts, str) or not texts: raise ValueError('texts must be a non-empty list of str')
+        check_scales(noise_scale=noise_scale, noise_scale_w=noise_scale_w, length_scale=length_scale)
         with torch.random.fork_rng(devices=[]):
             if seed is not None: torch.manual_seed(seed)
             return self._infer_ids([self.text_to_ids(t) for t in texts], speaker, noise_scale, noise_scale_w, length_scale)
@@ -119,10 +145,11 @@ class TTS:
         if getattr(self.model, 'missing_modules', None): info['missing_modules'] = list(self.model.missing_modules)
         return info
 
-# %% ../nbs/12a_synth.ipynb #c76739a5
+# %% ../nbs/12a_synth.ipynb #ff5629da
 def _stream(self, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., seed=None, pause=0.25,
             chunk_frames=None, overlap_frames=16):
     "Yield float32 audio for `text` as it is ready: per sentence (per `chunk_frames` of it, if given), pauses between."
+    check_scales(noise_scale=noise_scale, noise_scale_w=noise_scale_w, length_scale=length_scale)
     sentences = self.sentence_ids(text)
     if chunk_frames is not None and int(chunk_frames) < 1: raise ValueError(f'chunk_frames must be at least 1, got {chunk_frames}')
     self._sid(speaker, 1)                                    # speaker errors now, not at the first next()
@@ -138,17 +165,15 @@ def _stream(self, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length
                 elif seed is not None: torch.manual_seed(seed)
                 if chunk_frames is None: audio = self._infer_ids([ids], speaker, noise_scale, noise_scale_w, length_scale)[0]
                 else:
-                    sid = self._sid(speaker, 1)
-                    _, _, y_mask, (z, *_) = self.model.infer(ids[None].to(self.device), torch.tensor([len(ids)], device=self.device),
-                                                             sid=sid, noise_scale=noise_scale, noise_scale_w=noise_scale_w,
-                                                             length_scale=length_scale, max_len=1)   # z only: decode 1 frame
-                    g = self.model.speaker_embedding(sid)
+                    _, _, y_mask, (z, *_) = self._infer_ids([ids], speaker, noise_scale, noise_scale_w,
+                                                            length_scale, max_len=1)   # z only: decode 1 frame
+                    g = self.model.speaker_embedding(self._sid(speaker, 1))
                 state = torch.get_rng_state()
             if chunk_frames is None: yield audio
             else:
                 with torch.no_grad():
                     for o in decode_chunks(self.model, z * y_mask, chunk_frames, overlap_frames, g=g):
-                        yield o[0, 0].float().cpu().numpy()
+                        yield check_finite(o[0, 0].float().cpu().numpy())
     return pieces()
 
 TTS.stream = _stream
