@@ -365,6 +365,7 @@ def test_init_from_a_piper_voice_goes_through_vits_nb_finetune(corpus, tmp_path,
     fake = types.ModuleType('vits_nb.finetune')
     fake.voice_overrides, fake.init_from_voice = voice_overrides, init_from_voice
     monkeypatch.setitem(sys.modules, 'vits_nb.finetune', fake)
+    import vits_nb; monkeypatch.setattr(vits_nb, 'finetune', fake, raising=False)   # if already imported
     s = train(_hps(corpus), tmp_path / 'run', max_steps=0, init_from=voice, **QUIET)
     assert calls == [('overrides', 'voice.onnx'), ('init', 'voice.onnx', 24)]
     assert capsys.readouterr().out.count('the voice sets hidden_channels 24') == 1
