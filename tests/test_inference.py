@@ -107,7 +107,7 @@ def test_plots_and_phonemes(runs, monkeypatch):
     ui.synthesize()
     assert plt.get_fignums() == before                    # no pyplot figure leaks into the notebook
     axes = ui.figure.axes
-    assert len(axes) == 2
+    assert len(axes) == 3                                      # alignment, mel, its colorbar
     t_y, t_x = ui.result['attn'].shape
     assert axes[0].images[0].get_array().shape == (t_x, t_y)    # alignment: symbols x frames
     assert axes[1].images[0].get_array().shape == (80, t_y)     # mel: one frame per hop

@@ -6,7 +6,7 @@
 __all__ = ['SHIPPED', 'synthesize_utterance', 'mel_of', 'f0_contour', 'frame_energy', 'read_audio', 'voice_convert',
            'latest_checkpoint', 'list_runs', 'wav_bytes', 'plot_utterance', 'shipped_tts', 'SynthesisUI']
 
-# %% ../nbs/14_inference.ipynb #3546ba44
+# %% ../nbs/14_inference.ipynb #d4d74066
 import io, re
 from pathlib import Path
 import numpy as np
@@ -17,12 +17,12 @@ from matplotlib.figure import Figure
 from .text import clean_text, get_text, id_to_symbol
 from .audio import mel_spectrogram_torch, spectrogram_torch, load_wav
 from .synth import TTS
+from .onnx_synth import check_scales, SCALES
 
-# %% ../nbs/14_inference.ipynb #1165f3ae
+# %% ../nbs/14_inference.ipynb #3edc914b
 def _check_scales(noise_scale, noise_scale_w, length_scale):
-    for name, v in (('noise_scale', noise_scale), ('noise_scale_w', noise_scale_w)):
-        if not v >= 0: raise ValueError(f'{name} must be >= 0, got {v}')
-    if not length_scale > 0: raise ValueError(f'length_scale must be > 0, got {length_scale}')
+    "The same ranges as `TTS` and the CLI (`vits_nb.onnx_synth.SCALES`): finite, within bounds."
+    check_scales(noise_scale=noise_scale, noise_scale_w=noise_scale_w, length_scale=length_scale)
 
 @torch.no_grad()
 def synthesize_utterance(tts, text, speaker=None, noise_scale=.667, noise_scale_w=.8, length_scale=1., seed=None):
@@ -116,22 +116,24 @@ def list_runs(runs_dir):
         if ckpt is not None and (d / 'config.json').is_file(): runs['.' if d == runs_dir else d.name] = ckpt
     return runs
 
-# %% ../nbs/14_inference.ipynb #37ee0195
+# %% ../nbs/14_inference.ipynb #1d41036f
 def wav_bytes(audio, sr):
     "16-bit PCM WAV file bytes of float `audio` in [-1, 1]."
     buf = io.BytesIO()
     sf.write(buf, np.clip(np.asarray(audio, dtype=np.float32), -1, 1), int(sr), format='WAV', subtype='PCM_16')
     return buf.getvalue()
 
-def plot_utterance(result, mel, figsize=(8, 2.2), dpi=72):
-    "Figure with the alignment `attn` (symbols × frames) and the mel of `result`; two axes sharing the frame axis."
+def plot_utterance(result, mel, figsize=(10, 3.2), dpi=100):
+    "Figure: the alignment `attn` (symbols × frames) and the mel of `result`, frame axes alike."
     fig = Figure(figsize=figsize, dpi=dpi)
     a1, a2 = fig.subplots(1, 2)
     a1.imshow(result['attn'].T, origin='lower', aspect='auto', interpolation='nearest')
-    a1.set_xlabel('frame', fontsize=8); a1.set_ylabel('symbol', fontsize=8); a1.set_title('alignment', fontsize=9)
-    a2.imshow(mel, origin='lower', aspect='auto')
-    a2.set_xlabel('frame', fontsize=8); a2.set_ylabel('mel bin', fontsize=8); a2.set_title('mel spectrogram', fontsize=9)
-    for a in (a1, a2): a.tick_params(labelsize=7)
+    a1.set_xlabel('frame (hop 256)'); a1.set_ylabel('symbol index')
+    a1.set_title('alignment', fontsize=11)
+    im = a2.imshow(mel, origin='lower', aspect='auto')
+    a2.set_xlabel('frame (hop 256)'); a2.set_ylabel('mel bin')
+    a2.set_title('mel spectrogram', fontsize=11)
+    fig.colorbar(im, ax=a2, label='log mel')
     fig.tight_layout()
     return fig
 
