@@ -18,7 +18,7 @@ from .mas import log_likelihood_matrix, maximum_path
 from .models import (model_from_config, require_modules, save_checkpoint, read_checkpoint,
                             load_state_dict_checked)
 
-# %% ../nbs/12c_sleep.ipynb #28f8a574
+# %% ../nbs/12c_sleep.ipynb #1cb18aae
 def pad_ids(ids_list):
     "Id sequences → `(x [b, t_x]` zero-padded, `x_lengths [b])`."
     ids_list = [torch.as_tensor(i, dtype=torch.long).view(-1) for i in ids_list]
@@ -31,7 +31,7 @@ def pad_ids(ids_list):
     return x, x_lengths
 
 def linear_spectrograms(audio, y_lengths, data, hop):
-    "Linear spectrogram `[b, n_fft/2+1, t_y]` of each `audio [b, T]` cut to its `y_lengths·hop` samples."
+    "Linear spectrogram `[b, n_fft/2+1, t_y]` of each `audio [b, T]` cut to `y_lengths·hop`."
     spec = audio.new_zeros(audio.size(0), data.filter_length // 2 + 1, int(y_lengths.max()))
     for i, t in enumerate(y_lengths.tolist()):
         s = spectrogram_torch(audio[i:i + 1, :t * hop], data.filter_length, data.hop_length,
@@ -50,7 +50,8 @@ def _random_sid(model, n, gen):
 def dream(model, x, x_lengths, data, sid=None, noise_scale=1., noise_scale_w=1., length_scale=1.):
     "The model's own sample for text `x`: durations `w [b,1,t_x]`, `z [b,d,t_y]`, `spec`, `audio`."
     if model.hop_length != data.hop_length:
-        raise ValueError(f'the decoder upsamples by {model.hop_length}, the STFT hop is {data.hop_length}')
+        raise ValueError(f'the decoder upsamples by {model.hop_length}, '
+                         f'the STFT hop is {data.hop_length}')
     was = model.training; model.eval()
     try:
         o, attn, y_mask, (z, z_p, _, _) = model.infer(
@@ -71,10 +72,10 @@ def posterior_nll(model, spec, y_lengths, z, sid=None):
     nll = (0.5 * math.log(2 * math.pi) + logs_q + 0.5 * ((z - m_q) * torch.exp(-logs_q)) ** 2)
     return (nll * y_mask).sum() / (y_mask.sum() * z.size(1))
 
-# %% ../nbs/12c_sleep.ipynb #ee3d18a5
+# %% ../nbs/12c_sleep.ipynb #ffcd5da4
 @torch.no_grad()
 def align_with_posterior(model, x, x_lengths, spec, y_lengths, sid=None):
-    "Durations `[b, t_x]` that MAS finds for `spec`: posterior mean `m_q` → `z_p = f(m_q)` → prior of `x`."
+    "Durations `[b, t_x]` that MAS finds for `spec`: `m_q` → `z_p = f(m_q)` → prior of `x`."
     g = model.speaker_embedding(sid)
     _, m_p, logs_p, x_mask = model.enc_p(x, x_lengths)
     _, m_q, _, y_mask = model.enc_q(spec, y_lengths, g=g)
@@ -95,7 +96,7 @@ def frame_agreement(w_true, w_hat, x_lengths):
         agree += int((ta == th).sum()); total += len(ta)
     return agree / total
 
-# %% ../nbs/12c_sleep.ipynb #0c9ee76c
+# %% ../nbs/12c_sleep.ipynb #33314b43
 POSTERIOR_SDP = ('dp.flows.1', 'dp.post_pre', 'dp.post_proj', 'dp.post_convs', 'dp.post_flows')
 
 def _mark_recovered(model, prefixes):
@@ -106,7 +107,7 @@ def _mark_recovered(model, prefixes):
 def _split_texts(texts, eval_size):
     "`(train, held out)`: the last `eval_size` texts (at most a tenth, at least one) are held out."
     texts = list(texts)
-    if len(texts) < 2: raise ValueError(f'need at least 2 texts (train + held out), got {len(texts)}')
+    if len(texts) < 2: raise ValueError(f'need 2 or more texts (train, held out), got {len(texts)}')
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad: raise ValueError(f'texts {bad[:10]} are empty or not strings')
     k = max(1, min(int(eval_size), len(texts) // 10))
@@ -131,7 +132,7 @@ def _lr_at(step, steps, lr, warmup):
     return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * p)))
 
 class _only_training:
-    "Context: only parameters under `prefixes` require grad; yields them; restores the flags on exit."
+    "Context: only parameters under `prefixes` require grad; yields them; restores flags on exit."
     def __init__(self, model, prefixes):
         self.model, self.prefixes = model, tuple(p + '.' for p in prefixes)
     def __enter__(self):
@@ -150,17 +151,21 @@ def stft_params(model, data=None):
     n_fft = 2 * (model.spec_channels - 1)
     return HParams(filter_length=n_fft, hop_length=model.hop_length, win_length=n_fft)
 
-def _history(**settings):
-    return dict(step=[], loss=[], seconds=[], lr=[], eval_step=[], dream_seconds=0., train_seconds=0.,
-                settings=settings)
+def _latest(hist):
+    "The last held-out figures, for the progress bar."
+    return {k[5:]: f'{v[-1]:.3f}' for k, v in hist.items() if k.startswith('eval_') and k != 'eval_step' and v}
 
-# %% ../nbs/12c_sleep.ipynb #2da5f71b
-def _sleep(model, prefixes, loss_fn, draw, evaluate, hist, steps, lr, warmup, eval_every, seed, desc,
-           progress):
+def _history(**settings):
+    return dict(step=[], loss=[], seconds=[], lr=[], eval_step=[], dream_seconds=0.,
+                train_seconds=0., settings=settings)
+
+# %% ../nbs/12c_sleep.ipynb #efb965f9
+def _sleep(model, prefixes, loss_fn, draw, evaluate, hist, steps, lr, warmup, eval_every, seed,
+           desc, progress):
     "AdamW on the parameters under `prefixes` only: `loss_fn(batch)` on `draw(step)`; fills `hist`."
     from tqdm.auto import tqdm
     was, t_start = model.training, time.perf_counter()
-    model.eval()                                  # the model dreams as it speaks: no dropout anywhere
+    model.eval()                                # the model dreams as it speaks: no dropout anywhere
     try:
         with torch.random.fork_rng(devices=[]), _only_training(model, prefixes) as params:
             torch.manual_seed(seed)
@@ -182,30 +187,32 @@ def _sleep(model, prefixes, loss_fn, draw, evaluate, hist, steps, lr, warmup, ev
                 hist['lr'].append(opt.param_groups[0]['lr'])
                 hist['seconds'].append(time.perf_counter() - t_start)
                 if (step + 1) % eval_every == 0 or step + 1 == steps: evaluate(step + 1)
-                bar.update(1); bar.set_postfix(loss=f'{hist["loss"][-1]:.3f}')
+                bar.update(1); bar.set_postfix(loss=f'{hist["loss"][-1]:.3f}', **_latest(hist))
             bar.close()
     finally: model.train(was)
     hist['threads'] = torch.get_num_threads()
     _mark_recovered(model, prefixes)
     return hist
 
-# %% ../nbs/12c_sleep.ipynb #23a05cfb
-def recover_posterior(model, texts, text_to_ids, steps=300, batch_size=8, seed=0, lr=1e-3,
-                      progress=True, dreams=16, noise_scale=1., noise_scale_w=1., length_scale=1.,
-                      eval_size=8, eval_every=25, data=None, warmup=20):
-    "Sleep phase for `enc_q`: maximise log q(z|spec) on the model's dreams; fills `model.enc_q` → history."
+# %% ../nbs/12c_sleep.ipynb #ca488aea
+def recover_posterior(model, texts, text_to_ids, steps=300, batch_size=4, seed=0, lr=3e-3,
+                      progress=True, dreams=32, noise_scale=1., noise_scale_w=1., length_scale=1.,
+                      eval_size=8, eval_every=25, data=None, warmup=20,
+                      eval_noise=(.667, .8)):
+    "Sleep phase for `enc_q`: maximise log q(z|spec) on the model's dreams; fills `enc_q`."
     data = stft_params(model, data)
     train_ids, eval_ids = (_ids_for(t, text_to_ids) for t in _split_texts(texts, eval_size))
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     hist = _history(steps=steps, batch_size=batch_size, seed=seed, lr=lr, dreams=dreams,
-                    noise_scale=noise_scale, noise_scale_w=noise_scale_w, length_scale=length_scale)
+                    noise_scale=noise_scale, noise_scale_w=noise_scale_w, length_scale=length_scale,
+                    eval_noise=list(eval_noise))
     hist.update(eval_nll=[], eval_agreement=[])
     pool, held = [], {}
-    def make(ids):
+    def make(ids, noise=(noise_scale, noise_scale_w)):
         t0 = time.perf_counter()
         x, x_lengths = pad_ids(ids)
         b = dream(model, x, x_lengths, data, sid=_random_sid(model, len(ids), gen),
-                  noise_scale=noise_scale, noise_scale_w=noise_scale_w, length_scale=length_scale)
+                  noise_scale=noise[0], noise_scale_w=noise[1], length_scale=length_scale)
         hist['dream_seconds'] += time.perf_counter() - t0
         return b
     def draw(step):
@@ -214,11 +221,12 @@ def recover_posterior(model, texts, text_to_ids, steps=300, batch_size=8, seed=0
         if dreams: pool.append(b)
         return b
     def evaluate(step):
-        if not held: held.update(make(eval_ids))
+        if not held: held.update(make(eval_ids, eval_noise))      # the voice as it speaks
         h = held
         with torch.no_grad():
             nll = posterior_nll(model, h['spec'], h['y_lengths'], h['z'], h['sid'])
-            w = align_with_posterior(model, h['x'], h['x_lengths'], h['spec'], h['y_lengths'], h['sid'])
+            w = align_with_posterior(model, h['x'], h['x_lengths'], h['spec'], h['y_lengths'],
+                                     h['sid'])
         hist['eval_step'].append(step); hist['eval_nll'].append(float(nll))
         hist['eval_agreement'].append(frame_agreement(h['w'], w, h['x_lengths']))
     def loss_fn(b): return posterior_nll(model, b['spec'], b['y_lengths'], b['z'], b['sid'])
@@ -242,17 +250,17 @@ def sdp_bound(model, b):
     "The SDP's variational bound on −log p(d|c) for a `sample_durations` batch, nats per token."
     return model.dp(b['h'], b['x_mask'], b['w'], g=b['g']).sum() / b['x_mask'].sum()
 
-# %% ../nbs/12c_sleep.ipynb #7817d245
-def recover_sdp_posterior(model, texts, text_to_ids, steps=200, batch_size=16, seed=0, lr=1e-3,
-                          progress=True, noise_scale_w=1., length_scale=1., eval_size=8, eval_every=25,
-                          eval_draws=8, warmup=20):
-    "Sleep phase for the SDP: lower its bound on its own durations; trains `dp.post_*`, `dp.flows.1`."
+# %% ../nbs/12c_sleep.ipynb #ca3b4142
+def recover_sdp_posterior(model, texts, text_to_ids, steps=100, batch_size=16, seed=0, lr=1e-3,
+                          progress=True, noise_scale_w=1., length_scale=1., eval_size=8,
+                          eval_every=25, eval_draws=8, warmup=20):
+    "Sleep phase for the SDP: lower its bound on its own durations (`dp.post_*`, `dp.flows.1`)."
     if not model.use_sdp:
         raise ValueError('the model has a deterministic duration predictor: it has no posterior')
     train_ids, eval_ids = (_ids_for(t, text_to_ids) for t in _split_texts(texts, eval_size))
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
-    hist = _history(steps=steps, batch_size=batch_size, seed=seed, lr=lr, noise_scale_w=noise_scale_w,
-                    length_scale=length_scale)
+    hist = _history(steps=steps, batch_size=batch_size, seed=seed, lr=lr,
+                    noise_scale_w=noise_scale_w, length_scale=length_scale)
     hist.update(eval_bound=[])
     held = {}
     def make(ids):
@@ -266,24 +274,24 @@ def recover_sdp_posterior(model, texts, text_to_ids, steps=200, batch_size=16, s
     def evaluate(step):
         if not held: held.update(make(eval_ids))
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 1)                  # the same posterior noise at every evaluation
+            torch.manual_seed(seed + 1)            # the same posterior noise at every evaluation
             bound = sum(float(sdp_bound(model, held)) for _ in range(eval_draws)) / eval_draws
         hist['eval_step'].append(step); hist['eval_bound'].append(bound)
-    return _sleep(model, POSTERIOR_SDP, lambda b: sdp_bound(model, b), draw, evaluate, hist, steps, lr,
-                  warmup, eval_every, seed, 'sleep phase: SDP posterior', progress)
+    return _sleep(model, POSTERIOR_SDP, lambda b: sdp_bound(model, b), draw, evaluate, hist, steps,
+                  lr, warmup, eval_every, seed, 'sleep phase: SDP posterior', progress)
 
-# %% ../nbs/12c_sleep.ipynb #b3a93d1d
+# %% ../nbs/12c_sleep.ipynb #e5154eb6
 def mel_l1(a, b, data):
     "Mean |log-mel(a) − log-mel(b)| of two waveforms `[T]`, cut to the shorter."
     n = min(a.numel(), b.numel())
     def mel(y): return mel_spectrogram_torch(
-        y.reshape(1, -1)[:, :n].float(), data.filter_length, data.n_mel_channels, data.sampling_rate,
-        data.hop_length, data.win_length, data.mel_fmin, data.mel_fmax)
+        y.reshape(1, -1)[:, :n].float(), data.filter_length, data.n_mel_channels,
+        data.sampling_rate, data.hop_length, data.win_length, data.mel_fmin, data.mel_fmax)
     return float((mel(a) - mel(b)).abs().mean())
 
 @torch.no_grad()
 def speech_checks(model, data, ids, audio, w=None, sid=None, noise_scale=.667, seed=0):
-    "(a) mel L1 of posterior-mean vs prior-path decoding of `audio [T]` (text `ids`); (b) agreement if `w`."
+    "(a) mel L1 of posterior-mean and prior-path decodings of `audio [T]`; (b) agreement if `w`."
     was = model.training; model.eval()
     hop = model.hop_length
     t_y = audio.numel() // hop
@@ -307,8 +315,8 @@ def speech_checks(model, data, ids, audio, w=None, sid=None, noise_scale=.667, s
     model.train(was)
     return out
 
-# %% ../nbs/12c_sleep.ipynb #278f97e2
-RECOVERY_DEFAULTS = dict(steps=300, batch_size=8, dreams=16, lr=1e-3, sdp_steps=200,
+# %% ../nbs/12c_sleep.ipynb #61b2d47e
+RECOVERY_DEFAULTS = dict(steps=300, batch_size=4, dreams=32, lr=3e-3, sdp_steps=100,
                          sdp_batch_size=16, sdp_lr=1e-3, seed=0)
 
 def file_sha256(path, chunk=1 << 20):
@@ -333,24 +341,26 @@ def _load_cached(cache_dir, card):
     "The recovered model from a cache whose card matched."
     hps = HParams(**json.loads((cache_dir / 'config.json').read_text(encoding='utf-8')))
     model = model_from_config(hps)
-    sd, _ = read_checkpoint(cache_dir / 'recovered_G.pth')            # torch.load(weights_only=True)
+    sd, _ = read_checkpoint(cache_dir / 'recovered_G.pth')          # torch.load(weights_only=True)
     load_state_dict_checked(model, sd, strict=True)
     model.missing_modules, model.recovered_modules, model.recovery = [], card['recovered'], card
     return model.eval(), hps
 
 def load_or_recover(voice_onnx, cache_dir, texts=None, text_to_ids=None, progress=True, **kw):
-    "`(model, hps)` of a Piper voice with `enc_q` and the SDP posterior recovered, cached in `cache_dir`."
+    "`(model, hps)` of a Piper voice with `enc_q` and the SDP posterior recovered (cached)."
     from vits_nb.piper import load_piper
     unknown = sorted(set(kw) - set(RECOVERY_DEFAULTS))
-    if unknown: raise TypeError(f'unknown recovery settings {unknown}; known: {sorted(RECOVERY_DEFAULTS)}')
+    if unknown:
+        raise TypeError(f'unknown recovery settings {unknown}; known: {sorted(RECOVERY_DEFAULTS)}')
     voice_onnx, cache_dir = Path(voice_onnx), Path(cache_dir)
     if not voice_onnx.is_file(): raise FileNotFoundError(f'Piper voice not found: {voice_onnx}')
     if texts is None:
         from vits_nb.corpus import toy_sentences
         texts = toy_sentences()
     texts, s = list(texts), {**RECOVERY_DEFAULTS, **kw}
+    texts_sha = hashlib.sha256('\n'.join(map(str, texts)).encode()).hexdigest()
     key = dict(voice=voice_onnx.name, voice_sha256=file_sha256(voice_onnx), n_texts=len(texts),
-               texts_sha256=hashlib.sha256('\n'.join(map(str, texts)).encode()).hexdigest(), settings=s)
+               texts_sha256=texts_sha, settings=s)
     card_path = cache_dir / 'recovered.json'
     card = json.loads(card_path.read_text()) if card_path.is_file() else None
     if (card is not None and card.get('key') == key and (cache_dir / 'recovered_G.pth').is_file()
@@ -360,22 +370,24 @@ def load_or_recover(voice_onnx, cache_dir, texts=None, text_to_ids=None, progres
     t2i = text_to_ids or voice_text_to_ids(model, hps)
     t0 = time.process_time()
     h_q = recover_posterior(model, texts, t2i, steps=s['steps'], batch_size=s['batch_size'],
-                            seed=s['seed'], lr=s['lr'], dreams=s['dreams'], progress=progress, data=hps.data)
+                            seed=s['seed'], lr=s['lr'], dreams=s['dreams'], progress=progress,
+                            data=hps.data)
     h_d = None
     if model.use_sdp:
-        h_d = recover_sdp_posterior(model, texts, t2i, steps=s['sdp_steps'], batch_size=s['sdp_batch_size'],
-                                    seed=s['seed'], lr=s['sdp_lr'], progress=progress)
+        h_d = recover_sdp_posterior(model, texts, t2i, steps=s['sdp_steps'],
+                                    batch_size=s['sdp_batch_size'], seed=s['seed'], lr=s['sdp_lr'],
+                                    progress=progress)
     cpu = time.process_time() - t0
     require_modules(model, 'the recovered voice')
     save_checkpoint(model, None, s['lr'], s['steps'], cache_dir / 'recovered_G.pth')   # atomic
     _write_json(cache_dir / 'config.json', hps.to_dict())
     wall = h_q['seconds'][-1] + (h_d['seconds'][-1] if h_d else 0.)
     card = dict(key=key, recovered=model.recovered_modules,
-                method="sleep phase (Hinton et al. 1995): enc_q maximises log q(z|spec) on the voice's own "
-                       "dreams; dp.post_* and dp.flows.1 lower the SDP bound on durations the SDP samples, "
-                       "its prior flows frozen",
-                cpu_seconds=round(cpu, 1), wall_seconds=round(wall, 1), threads=torch.get_num_threads(),
-                enc_q=h_q, sdp=h_d)
-    _write_json(card_path, card)                       # written last: the card marks a complete cache
+                method="sleep phase (Hinton et al. 1995): enc_q maximises log q(z|spec) on the "
+                       "voice's own dreams; dp.post_* and dp.flows.1 lower the SDP bound on "
+                       "durations the SDP samples, its prior flows frozen",
+                cpu_seconds=round(cpu, 1), wall_seconds=round(wall, 1),
+                threads=torch.get_num_threads(), enc_q=h_q, sdp=h_d)
+    _write_json(card_path, card)                 # written last: the card marks a complete cache
     model.recovery = card
     return model, hps
