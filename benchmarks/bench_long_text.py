@@ -98,16 +98,36 @@ def run_one(runtime, n_words, mode, threads, voice):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def table(rows):
+    "The markdown table of `rows` (the children's JSON lines)."
+    print('\n| runtime | text | mode | words | pieces | audio s | wall s | RTF | RSS after load MB | '
+          'peak RSS MB | synthesis increment MB | peak vs 50-word row | load avg at start |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+    for r in rows:
+        base = next(b for b in rows if b['runtime'] == r['runtime'] and b['words'] == min(
+            x['words'] for x in rows if x['runtime'] == r['runtime']))
+        text = 'one sentence' if r['words'] <= 50 else 'no punctuation'
+        print(f"| {r['runtime']} | {text} | {r['mode']} | {r['words']:,} | {r['pieces']} | {r['audio_s']:.1f} | "
+              f"{r['wall_s']:.1f} | {r['wall_s'] / r['audio_s']:.3f} | {r['hwm_loaded']:.0f} | {r['hwm']:.0f} | "
+              f"{r['hwm'] - r['hwm_loaded']:.0f} | {r['hwm'] / base['hwm']:.2f} | {r['load']:.2f} |")
+    print('\nRSS = VmHWM (/proc/self/status) of the child; ru_maxrss agrees within',
+          f"{max(abs(r['maxrss'] - r['hwm']) for r in rows):.0f} MB on these rows.")
+
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--one', nargs=3, metavar=('RUNTIME', 'WORDS', 'MODE'))
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--rows', nargs='+', help='print the table of the JSON rows in these logs (no runs)')
     ap.add_argument('--voice', help='path of the shipped voice (default: shipped_voice())')
     ap.add_argument('--runtimes', default='torch,onnx')
     ap.add_argument('--words', default='50,1000,5000')
     ap.add_argument('--modes', default='synthesize,stream')
     ap.add_argument('--torch-max-words', type=int, default=5000, help='skip torch rows above this many words')
     a = ap.parse_args()
+    if a.rows:
+        return table([json.loads(l) for f in a.rows for l in open(f) if l.startswith('{"runtime"')])
     voice = a.voice or shipped_voice_path()
     if a.one: return child(a.one[0], int(a.one[1]), a.one[2], a.threads, voice)
     import onnxruntime
@@ -127,18 +147,7 @@ def main():
                 load = os.getloadavg()[0]
                 r = run_one(runtime, n, mode, a.threads, voice); r['load'] = load; rows.append(r)
                 print(json.dumps(r), flush=True)
-    print('\n| runtime | text | mode | words | pieces | audio s | wall s | RTF | RSS after load MB | '
-          'peak RSS MB | synthesis increment MB | peak vs 50-word row | load avg at start |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
-    for r in rows:
-        base = next(b for b in rows if b['runtime'] == r['runtime'] and b['words'] == min(
-            x['words'] for x in rows if x['runtime'] == r['runtime']))
-        text = 'one sentence' if r['words'] <= 50 else 'no punctuation'
-        print(f"| {r['runtime']} | {text} | {r['mode']} | {r['words']:,} | {r['pieces']} | {r['audio_s']:.1f} | "
-              f"{r['wall_s']:.1f} | {r['wall_s'] / r['audio_s']:.3f} | {r['hwm_loaded']:.0f} | {r['hwm']:.0f} | "
-              f"{r['hwm'] - r['hwm_loaded']:.0f} | {r['hwm'] / base['hwm']:.2f} | {r['load']:.2f} |")
-    print('\nRSS = VmHWM (/proc/self/status) of the child; ru_maxrss agrees within',
-          f"{max(abs(r['maxrss'] - r['hwm']) for r in rows):.0f} MB on these rows.")
+    table(rows)
 
 
 if __name__ == '__main__':
