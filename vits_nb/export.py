@@ -9,7 +9,7 @@ __all__ = ['INPUT_NAMES', 'QUANTIZE_SCOPES', 'CALIBRATION_TEXTS', 'relative_atte
            'equalize_decoder', 'int8_inference_copy', 'polyphase_static_shapes', 'clipped_range', 'decoder_int8_nodes',
            'activation_ranges']
 
-# %% ../nbs/14a_export.ipynb #0b470217
+# %% ../nbs/14a_export.ipynb #deeaf93b
 import json, logging, math, os, tempfile, types, warnings
 from pathlib import Path
 import numpy as np
@@ -21,6 +21,7 @@ import vits_nb
 from .commons import generate_path, remove_weight_norm
 from .decoder import LRELU_SLOPE
 from .models import model_from_config, tiny_config
+from .data import _check_target, _place
 
 # %% ../nbs/14a_export.ipynb #64425ad9
 def relative_attention(self, query, key, value, mask=None):
@@ -109,7 +110,7 @@ class InferenceGraph(nn.Module):
     def forward(self, input, input_lengths, scales, sid=None):
         return infer_graph(self.model, input, input_lengths, scales, sid)
 
-# %% ../nbs/14a_export.ipynb #27a7a4b8
+# %% ../nbs/14a_export.ipynb #a5e18f4a
 INPUT_NAMES = ['input', 'input_lengths', 'scales']
 # what `export_onnx(quantize=...)` quantizes ("Faster on CPU" below)
 QUANTIZE_SCOPES = {'int8': 'decoder', 'int8-resblocks': 'resblocks'}
@@ -122,7 +123,8 @@ def export_onnx(model, hps, path, opset=17, example_length=50, quantize=None, ca
         raise ValueError(f"quantize must be None (float32) or 'int8' (the whole decoder; "
                          f"'int8-resblocks': its residual-block convolutions only), got {quantize!r}")
     register_symbolics(opset)
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = _check_target(path)            # a folder, a path below a file: refused before any work
+    path.parent.mkdir(parents=True, exist_ok=True)
     n_speakers = getattr(model, 'module', model).n_speakers
     multi = n_speakers > 1
     feeds = None
@@ -153,7 +155,7 @@ def export_onnx(model, hps, path, opset=17, example_length=50, quantize=None, ca
         onnx.save(proto, tmp)
         if quantize:     # the decoder in 8 bits ("Faster on CPU" below)
             quantize_decoder(tmp, tmp, feeds, scope=QUANTIZE_SCOPES[quantize])
-        os.replace(tmp, path)
+        _place(tmp, path)                   # renamed over a file; a FIFO or device: copied in
     finally:
         if os.path.exists(tmp): os.remove(tmp)
     return path

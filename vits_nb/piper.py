@@ -7,13 +7,13 @@ __all__ = ['ABSENT_MODULES', 'shipped_voice', 'PiperVoiceError', 'read_onnx', 'g
            'piper_hparams', 'read_piper_config', 'piper_config', 'split_weight_norm', 'folded_logs', 'piper_state_dict',
            'load_piper', 'onnx_session', 'run_piper_onnx', 'speak_samples', 'PiperGraph', 'piper_json', 'export_piper']
 
-# %% ../nbs/12b_piper.ipynb #c7683fd8
+# %% ../nbs/12b_piper.ipynb #db6d2048
 import json, math, os, re, tempfile, types, warnings
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from .data import HParams
+from .data import HParams, _check_target, _place
 from .models import model_from_config
 
 # %% ../nbs/12b_piper.ipynb #49424d80
@@ -417,7 +417,7 @@ class PiperGraph(nn.Module):
         from vits_nb.export import infer_graph
         return infer_graph(self, input, input_lengths, scales, sid).unsqueeze(1)
 
-# %% ../nbs/12b_piper.ipynb #6d7a10a0
+# %% ../nbs/12b_piper.ipynb #fc85bc7c
 def piper_json(hps, n_speakers):
     """The `.onnx.json` for a voice with config `hps` (its Piper config updated, or an error if it
     has none)."""
@@ -436,10 +436,11 @@ def piper_json(hps, n_speakers):
     return cfg
 
 def _atomic_write(path, write):
-    "Call `write(tmp)` and move the result to `path` in one step (nothing half-written at `path`)."
-    path = Path(path)
+    """Call `write(tmp)` and move the result to `path` in one step (nothing half-written at `path`;
+    a FIFO or device is written in place, a folder refused)."""
+    path = _check_target(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp'); os.close(fd)
-    try: write(tmp); os.replace(tmp, path)
+    try: write(tmp); _place(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
     return path
@@ -452,7 +453,9 @@ def export_piper(voice, path, hps=None, keep_flow_weight_norm=False, example_len
     model, hps = (voice.model, voice.hps) if hps is None else (voice, hps)
     model = getattr(model, 'module', model)
     cfg = piper_json(hps, model.n_speakers)
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = _check_target(path)                    # a folder, a path below a file: before any work
+    _check_target(path.with_name(path.name + '.json'))
+    path.parent.mkdir(parents=True, exist_ok=True)
     copy = model_from_config(hps)
     copy.load_state_dict(model.state_dict())
     copy.dec.remove_weight_norm()                 # as Piper's exporter: the decoder folded by torch
