@@ -6,12 +6,13 @@
 __all__ = ['COMMANDS', 'report', 'add_main', 'cmd_main', 'add_synth', 'wav_bytes', 'pcm_bytes', 'cmd_synth', 'add_export_onnx',
            'cmd_export_onnx', 'add_info', 'cmd_info', 'add_train', 'cmd_train', 'build_parser', 'main']
 
-# %% ../nbs/15_cli.ipynb #3ca70967
+# %% ../nbs/15_cli.ipynb #a8897a49
 import argparse, json, os, sys
 from pathlib import Path
 
 from . import __version__
 from .corpus import DEFAULT_VOICE, VOICES, build_toy_corpus, repo_root
+from .files import _check_target
 
 # %% ../nbs/15_cli.ipynb #1dd73f57
 def _rel(p):
@@ -148,7 +149,7 @@ def cmd_main(args):
           're-running `vits-nb main` reuses every wav and resumes training.')
     return 0
 
-# %% ../nbs/15_cli.ipynb #890d005c
+# %% ../nbs/15_cli.ipynb #28f92a7b
 def _add_model_args(p):
     p.add_argument('--checkpoint', '-k', type=Path, default=None,
                    help='generator checkpoint (G_*.pth, official or vits_nb); default: the shipped Piper voice')
@@ -212,50 +213,14 @@ def _binary_stdout():
     if out is None: raise RuntimeError('standard output is not binary: cannot write audio to it')
     return out
 
-def _check_output(path):
-    """`path` if a file can be written there (`vits_nb.data._check_target`, without torch): not a
-    folder, and not below a file (where `mkdir` would say only 'File exists')."""
-    path = Path(path)
-    if path.is_dir(): raise IsADirectoryError(f'{path} is a folder, not a file')
-    for up in path.parents:
-        if up.exists():
-            if not up.is_dir():
-                raise NotADirectoryError(f'cannot write {path}: {up} is a file, not a folder')
-            break
-    return path
-
-def _atomic_write_no_torch(path, write):
-    "`vits_nb.data._atomic_write` for the onnxruntime path, which must not import torch (`vits_nb.data` does)."
-    import io, stat, tempfile
-    path = _check_output(path)
-    try: st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError): st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):          # a device, a FIFO: keep the node
-        buf = io.BytesIO(); write(buf)
-        with open(path, 'wb') as f: f.write(buf.getvalue())
-        return path
-    if st is not None: mode = stat.S_IMODE(st.st_mode)            # a replaced file keeps its mode
-    else: mask = os.umask(0o022); os.umask(mask); mode = 0o666 & ~mask   # a new one: as open()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            os.fchmod(f.fileno(), mode); write(f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-    return path
-
 def _write_file(path, data):
     """Bytes `data` to `path`: `-` is standard output; a regular file is replaced atomically, a
     device or FIFO (or a link to one) is written in place, a folder or a path below a file is
-    refused (vits_nb.data's atomic writer)."""
+    refused (`vits_nb.files._atomic_write`)."""
     if str(path) == '-':
         out = _binary_stdout(); out.write(data); out.flush()
         return path
-    if 'torch' in sys.modules: from vits_nb.data import _atomic_write
-    else: _atomic_write = _atomic_write_no_torch
+    from vits_nb.files import _atomic_write               # no torch: the --onnx path stays torch-free
     try: return _atomic_write(Path(path), lambda f: f.write(data))
     except (IsADirectoryError, NotADirectoryError) as e:
         if e.strerror is None: raise         # our own message, which names the path
@@ -304,7 +269,7 @@ def cmd_synth(args):
               length_scale=args.length_scale)
     check_scales(**{k: v for k, v in kw.items() if k != 'speaker'})
     if args.output is not None and str(args.output) != '-':     # before the model loads
-        try: _check_output(args.output)
+        try: _check_target(args.output)
         except OSError as e: raise type(e)(f'--output: {e}') from None
     text = _read_text(args.text)
     if args.onnx is not None:     # onnxruntime only: this path must not import torch
@@ -342,8 +307,8 @@ def add_export_onnx(sub):
 def cmd_export_onnx(args):
     from vits_nb.export import export_onnx, check_parity
     try:                                   # before the model loads and the export runs
-        _check_output(args.output)
-        if args.piper: _check_output(args.output.with_name(args.output.name + '.json'))
+        _check_target(args.output)
+        if args.piper: _check_target(args.output.with_name(args.output.name + '.json'))
     except OSError as e: raise type(e)(f'--output: {e}') from None
     tts = _load_tts(args)
     if args.piper:

@@ -213,7 +213,7 @@ def load_filepaths_and_text(filename, split='|'):
     with open(filename, encoding='utf-8') as f:
         return [line.strip().split(split) for line in f if line.strip()]
 
-# %% ../nbs/03_data.ipynb #1a18dd94
+# %% ../nbs/03_data.ipynb #740fe557
 def _as_hparams(h):
     return h if isinstance(h, HParams) else HParams(**dict(h))
 
@@ -223,66 +223,7 @@ def _spec_cache_path(wav_path, cache_dir):
     key = hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:12]  # one stem, two folders: 2 keys
     return Path(cache_dir) / f'{p.stem}-{key}.spec.pt'
 
-def _is_special(path):
-    "True when `path` exists and is not a regular file (a device, a FIFO, a link to one)."
-    try: return not stat.S_ISREG(os.stat(path).st_mode)
-    except (FileNotFoundError, NotADirectoryError): return False
-
-def _check_target(path):
-    """`path` if a file can be written there: not a folder, and the nearest existing path above
-    it a folder (a file there would make `mkdir` fail with a misleading 'File exists')."""
-    path = Path(path)
-    if path.is_dir(): raise IsADirectoryError(f'{path} is a folder, not a file')
-    for up in path.parents:
-        if up.exists():
-            if not up.is_dir():
-                raise NotADirectoryError(f'cannot write {path}: {up} is a file, not a folder')
-            break
-    return path
-
-def _umask():
-    try:                                                      # Linux: read it without changing it
-        with open('/proc/self/status') as f:
-            return next(int(l.split()[1], 8) for l in f if l.startswith('Umask:'))
-    except (OSError, StopIteration, ValueError):
-        mask = os.umask(0o022); os.umask(mask); return mask
-
-def _file_mode(path):
-    "The mode of `path` when replaced (its own) or new (0o666 less the umask), not mkstemp's 0o600."
-    try:
-        st = os.stat(path)
-        if stat.S_ISREG(st.st_mode): return stat.S_IMODE(st.st_mode)
-    except OSError: pass
-    return 0o666 & ~_umask()
-
-def _place(tmp, path):
-    "Finish a file written to `tmp`: rename it over `path`, or copy it into a device or FIFO."
-    if _is_special(path):
-        with open(tmp, 'rb') as src, open(path, 'wb') as dst: shutil.copyfileobj(src, dst)
-        os.remove(tmp)
-    else:
-        os.chmod(tmp, _file_mode(path)); os.replace(tmp, path)
-    return Path(path)
-
-def _atomic_write(path, write, _before_replace=None):
-    "`write(f)` to a temporary file beside `path`, fsync, rename it over; write a device in place."
-    path = _check_target(path)
-    if _is_special(path):                                     # /dev/null, a FIFO: keep the node
-        buf = io.BytesIO(); write(buf)                        # serialize all before opening it
-        with open(path, 'wb') as f: f.write(buf.getvalue())
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            os.fchmod(f.fileno(), _file_mode(path))           # a replaced file keeps its mode
-            write(f); f.flush(); os.fsync(f.fileno())
-        if _before_replace is not None: _before_replace(path)       # test hook: a kill lands here
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-    return path
+from .files import _is_special, _check_target, _umask, _file_mode, _place, _atomic_write
 
 def atomic_torch_save(obj, path, _before_replace=None):
     "`torch.save` to a temporary file beside `path`, fsync, rename it over: no half file, ever."

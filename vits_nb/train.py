@@ -1031,15 +1031,10 @@ def train_main(argv=None):
         print('vits-nb train: interrupted', file=sys.stderr, flush=True)
         return 130
 
-# %% ../nbs/13_train.ipynb #b147a91c
+# %% ../nbs/13_train.ipynb #20f195b1
 #| eval: false
-def _in_kernel():
-    "Whether this runs inside IPython/Jupyter, where `__name__` is `'__main__'` too."
-    # imported by every kernel, never by `python -m`
-    ip = sys.modules.get('IPython')
-    return ip is not None and getattr(ip, 'get_ipython', lambda: None)() is not None
-
-if __name__ == '__main__' and not _in_kernel(): sys.exit(train_main())
+from fastcore.imports import in_notebook      # a Jupyter kernel is `__main__` too: never run there
+if __name__ == '__main__' and not in_notebook(): sys.exit(train_main())
 
 # %% ../nbs/13_train.ipynb #6b700b22
 def _repo_root(): return Path(commons.__file__).resolve().parent.parent     # also in a kernel
