@@ -21,7 +21,7 @@ import vits_nb
 from .commons import generate_path, remove_weight_norm
 from .decoder import LRELU_SLOPE
 from .models import model_from_config, tiny_config
-from .data import _check_target, _place
+from .files import _check_target, _place
 
 # %% ../nbs/14a_export.ipynb #64425ad9
 def relative_attention(self, query, key, value, mask=None):

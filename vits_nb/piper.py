@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from .data import HParams, _check_target, _place
+from .data import HParams
+from .files import _check_target, _place
 from .models import model_from_config
 
 # %% ../nbs/12b_piper.ipynb #49424d80
