@@ -79,7 +79,7 @@ def test_parser_and_console_script(capsys):
 
 
 def test_main_job_trains_resumes_and_speaks_heldout_sentences(tmp_path, capsys):
-    "The main job's training path end to end at tiny scale: corpus → 2 steps → held-out WAVs + PNG; a re-run resumes."
+    "The main job's from-scratch path end to end at tiny scale: corpus → 2 steps → held-out WAVs + PNG; a re-run resumes."
     import json
     import soundfile as sf
     from vits_nb.models import tiny_config
@@ -88,7 +88,7 @@ def test_main_job_trains_resumes_and_speaks_heldout_sentences(tmp_path, capsys):
     cfg['train'].update(batch_size=2, log_interval=1, eval_interval=1000)
     (tmp_path / 'tiny.json').write_text(json.dumps(cfg))
     argv = ['main', '--n', '4', '--out', str(tmp_path / 'toy'), '--no-progress', '--config', str(tmp_path / 'tiny.json'),
-            '--run-dir', str(tmp_path / 'run'), '--train-steps', '2']
+            '--run-dir', str(tmp_path / 'run'), '--from-scratch', '--train-steps', '2']
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert 'Listen:' in out and 'heldout_1.wav' in out
@@ -100,3 +100,35 @@ def test_main_job_trains_resumes_and_speaks_heldout_sentences(tmp_path, capsys):
     assert used == str(tmp_path / 'toy' / 'toy_audio_text_train_filelist.txt.cleaned')   # the corpus just built
     assert main(argv[:-1] + ['3']) == 0                                                      # resumes: one more step
     assert (run / 'G_3.pth').exists()
+
+
+def test_main_job_finetunes_a_voice_resumes_and_speaks_before_and_after(tmp_path, capsys, monkeypatch):
+    "The main job's default path at tiny scale: corpus → recover a tiny voice's posterior → 2 fine-tuning steps → samples before and after; a re-run resumes."
+    import json
+    import soundfile as sf
+    from vits_nb import sleep
+    from vits_nb.finetune import tiny_voice
+    if not shutil.which('text2wave'): pytest.skip('festival (text2wave) is not installed')
+    monkeypatch.setattr(sleep, 'RECOVERY_DEFAULTS', dict(sleep.RECOVERY_DEFAULTS, steps=3, dreams=2, sdp_steps=3,
+                                                         batch_size=2, sdp_batch_size=2))
+    monkeypatch.setattr('vits_nb.finetune.default_cache_dir', lambda: tmp_path / 'recovered')
+    voice = tiny_voice(tmp_path / 'tiny.onnx')
+    run = tmp_path / 'run'
+    argv = ['main', '--n', '6', '--out', str(tmp_path / 'toy'), '--no-progress', '--no-voice', '--init-from', str(voice),
+            '--run-dir', str(run), '--train-steps', '2', '--train-minutes', '0']
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert 'fine-tuning tiny.onnx' in out and 'to step 2' in out and 'F0 median' in out
+    assert (run / 'G_0.pth').is_file() and (run / 'G_2.pth').is_file() and (run / 'D_2.pth').is_file()
+    for d in ('samples_before', 'samples_after'):
+        assert (run / d / 'heldout.png').is_file() and (run / d / 'metrics.json').is_file()
+        wav, sr = sf.read(run / d / 'heldout_1.wav'); assert sr == 22050 and len(wav) > 0
+    cfg = json.loads((run / 'config.json').read_text())
+    assert cfg['data']['training_files'] == str(tmp_path / 'toy' / 'toy_audio_text_train_filelist.txt')   # raw text
+    assert cfg['data']['text_cleaners'] == ['piper'] and cfg['model']['hidden_channels'] == 16      # the voice's
+    speaker = json.loads((run / 'speaker_change.json').read_text())
+    assert set(speaker) == {'before', 'after', 'teacher'} and speaker['teacher']['f0_median'] > 0
+    assert (tmp_path / 'recovered' / 'recovered.json').is_file()           # the recovery is cached
+    assert main(argv[:-3] + ['3', '--train-minutes', '0']) == 0           # resumes: one more step
+    assert (run / 'G_3.pth').is_file()
+    assert 'step 3' in capsys.readouterr().out

@@ -1,0 +1,137 @@
+"""Fine-tuning the shipped voice on the toy corpus (vits_nb.finetune): the curve over CPU minutes.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_finetune.py [--schedule prior] [--minutes 15]
+        [--every 2.5] [--run-dir runs/bench_finetune/SCHEDULE] [--threads 2] [--json out.json]
+        [--eval-only] [--rows out.json]
+
+Trains with `vits_nb.finetune.finetune` (the main job's function; a re-run resumes), saving a checkpoint
+every --every minutes of training, then scores every checkpoint (step 0 is the voice before fine-tuning,
+its posterior recovered) on the toy corpus's 20 held-out sentences against the teacher's recordings of
+the same sentences (festival's HTS slt, the corpus's own wavs):
+  WER     pocketsphinx (its US-English model installs with the package); the teacher's own WER is the floor;
+  F0      median F0 (pYIN) over all 20 utterances, Hz;
+  dist    mean DTW mel-cepstral distance (MFCC 1-24, loudness normalised) to the teacher's recording;
+  agree   held-out alignment agreement of heldout_metrics (MAS through the posterior vs the prior's
+          durations), from the run's history.
+"half F0/dist" = (before - now) / (before - teacher): 0 no change, >= 0.5 the issue's target.
+Sentences are spoken seeded (noise 0.667, noise_w 0.8). Minutes are the fine-tune's own training time
+(wall, the loop only), CPU minutes its process time; the machine may be shared: say so."""
+import argparse, json, os, platform, re, sys, time
+from pathlib import Path
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tests'))
+
+
+def corpus_config(run_root):
+    "configs/toy_small.json with the toy corpus's raw filelists (the voice's frontend reads raw text)."
+    from vits_nb.data import load_config
+    from vits_nb.corpus import build_toy_corpus
+    toy = ROOT / 'data' / 'toy'
+    train, val = toy / 'toy_audio_text_train_filelist.txt', toy / 'toy_audio_text_val_filelist.txt'
+    if not (train.is_file() and val.is_file()): build_toy_corpus(toy)
+    hps = load_config(ROOT / 'configs' / 'toy_small.json')
+    hps.data['training_files'], hps.data['validation_files'] = str(train), str(val)
+    hps.data['cleaned_text'] = False
+    run_root.mkdir(parents=True, exist_ok=True)
+    cfg = run_root / 'corpus_config.json'
+    cfg.write_text(json.dumps(hps.to_dict(), indent=1) + '\n')
+    return cfg, val
+
+
+def heldout(val):
+    "(wav path, text) of the held-out rows."
+    rows = [l.split('|') for l in val.read_text(encoding='utf-8').splitlines() if l.strip()]
+    return [(r[0], r[-1]) for r in rows]
+
+
+def score(tts, rows, teacher, recognize, seed=0):
+    "WER, F0 median and DTW distance of `tts` speaking `rows` against `teacher` audio."
+    from vits_nb.finetune import speaker_measures
+    audios = []
+    for i, (_, text) in enumerate(rows):
+        a = tts.synthesize(text, seed=seed + i)
+        audios.append(np.asarray(a[0] if isinstance(a, tuple) else a, np.float32).reshape(-1))
+    return speaker_measures(audios, teacher, tts.sample_rate, recognize=recognize,
+                            texts=[t for _, t in rows])
+
+
+def evaluate_run(run_dir, rows, teacher, recognize):
+    "One row per checkpoint G_<step>.pth of the run: step, minutes, CPU minutes, measures."
+    from vits_nb.synth import TTS
+    hist = json.loads((run_dir / 'finetune_history.json').read_text())
+    evals = {e['step']: e for e in hist['evals']}
+    out = []
+    cks = sorted(run_dir.glob('G_*.pth'), key=lambda p: int(re.findall(r'\d+', p.name)[0]))
+    for ck in cks:
+        step = int(re.findall(r'\d+', ck.name)[0])
+        tts = TTS.from_checkpoint(ck, run_dir / 'config.json')
+        e = evals.get(step, {})
+        out.append(dict(step=step, minutes=e.get('seconds', float('nan')) / 60,
+                        cpu_minutes=e.get('cpu_seconds', float('nan')) / 60,
+                        agreement=e.get('align_agreement', float('nan')),
+                        **score(tts, rows, teacher, recognize)))
+        print(f"  scored step {step}: WER {out[-1]['wer']:.3f}, F0 {out[-1]['f0_median']:.0f} Hz, "
+              f"dist {out[-1]['spectral_distance']:.2f}", flush=True)
+    return out
+
+
+def table(res):
+    t = res['teacher']
+    lines = [f"teacher (floor): WER {t['wer']:.3f}, F0 median {t['f0_median']:.0f} Hz; "
+             f"{res['n']} held-out sentences; schedule {res['schedule']}; {res['machine']}",
+             '| step | train min | CPU min | WER | F0 median, Hz | half F0 | DTW dist | half dist | agree |',
+             '|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    b = res['rows'][0]
+    for r in res['rows']:
+        hf = (b['f0_median'] - r['f0_median']) / (b['f0_median'] - t['f0_median'])
+        hd = (b['spectral_distance'] - r['spectral_distance']) / b['spectral_distance']
+        lines.append(f"| {r['step']} | {r['minutes']:.1f} | {r['cpu_minutes']:.1f} | {r['wer']:.3f} | "
+                     f"{r['f0_median']:.0f} | {hf:.2f} | {r['spectral_distance']:.2f} | {hd:.2f} | "
+                     f"{r['agreement']:.3f} |")
+    lines.append('half dist = the fraction of the distance to the teacher closed '
+                 '(the teacher is at distance 0 from itself)')
+    return '\n'.join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--schedule', default='prior')
+    ap.add_argument('--minutes', type=float, default=15.)
+    ap.add_argument('--every', type=float, default=2.5, help='save a checkpoint every M training minutes')
+    ap.add_argument('--run-dir', type=Path, default=None)
+    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--eval-only', action='store_true', help='score the run folder as it is')
+    ap.add_argument('--json', type=Path)
+    ap.add_argument('--rows', type=Path, help='reprint the table of a --json file and exit')
+    a = ap.parse_args()
+    if a.rows: print(table(json.loads(a.rows.read_text()))); return
+    torch.set_num_threads(a.threads)
+    from vits_nb.finetune import finetune, speaker_measures
+    from vits_nb.piper import shipped_voice
+    from vits_nb.audio import load_wav
+    from asr import recognize
+    run_root = ROOT / 'runs' / 'bench_finetune'
+    run_dir = a.run_dir or run_root / a.schedule
+    cfg, val = corpus_config(run_root)
+    if not a.eval_only:
+        t0 = time.time()
+        finetune(shipped_voice(), cfg, run_dir, minutes=a.minutes, schedule=a.schedule,
+                 save_minutes=a.every, keep=1000, progress=True)
+        print(f'fine-tune: {(time.time() - t0) / 60:.1f} min wall in all', flush=True)
+    rows = heldout(val)
+    sr = json.loads((run_dir / 'config.json').read_text())['data']['sampling_rate']
+    teacher = [load_wav(p, sr)[0].numpy() for p, _ in rows]
+    t = speaker_measures(teacher, teacher, sr, recognize=recognize, texts=[x for _, x in rows])
+    res = dict(schedule=a.schedule, n=len(rows), teacher=t, threads=a.threads,
+               machine=f'{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
+                       f'{a.threads} threads',
+               rows=evaluate_run(run_dir, rows, teacher, recognize))
+    if a.json: a.json.write_text(json.dumps(res, indent=1) + '\n')
+    print(table(res))
+
+
+if __name__ == '__main__':
+    main()
