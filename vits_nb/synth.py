@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from .data import load_config, HParams
 from .text import get_text, clean_text, split_sentences
-from .models import model_from_config, load_checkpoint, tiny_config, save_checkpoint
+from .models import (model_from_config, load_checkpoint, tiny_config, save_checkpoint,
+                            read_checkpoint, load_state_dict_checked)
 from .onnx_synth import check_scales, check_frames, check_finite, speakable, NothingToSpeak
 
 # %% ../nbs/12a_synth.ipynb #a2aa6cb4
@@ -29,12 +30,13 @@ class TTS:
         if not checkpoint.is_file():     # before the config: a missing checkpoint is what to report
             where = '' if checkpoint.parent.is_dir() else f' (its folder {checkpoint.parent} does not exist)'
             raise FileNotFoundError(f'checkpoint not found: {checkpoint}{where}')
+        sd, _ = read_checkpoint(checkpoint)   # a file that is not a checkpoint is named as such first
         if config is None:
             config = checkpoint.parent / 'config.json'
             if not config.exists(): raise FileNotFoundError(f'no config given and none at {config}')
         hps = config if isinstance(config, HParams) else load_config(config)
         model = model_from_config(hps)
-        load_checkpoint(checkpoint, model)
+        load_state_dict_checked(model, sd, strict=True)
         return cls(model, hps, device)
 
     @classmethod
