@@ -91,10 +91,12 @@ def test_one_step_changes_g_and_d(corpus):
 
 
 def test_overfit_four_utterances(corpus, tmp_path):
-    # bar: 40 generator-only steps (lr 3e-3) cut the whole-utterance posterior mel L1 (per mel bin, log scale,
+    # bar: 40 generator-only steps (lr 1e-3) cut the whole-utterance posterior mel L1 (per mel bin, log scale,
     # no noise) on the 4 training utterances by at least 25%. The per-step loss is on random 1024-sample
-    # windows, so it is noisy: it must only fall (last 10 steps below the first 10).
-    hps = _hps(corpus, learning_rate=3e-3)
+    # windows, so it is noisy: it must only fall (last 10 steps below the first 10). Measured with seeds
+    # 1234/1/2 and 1 or 2 threads: 0.40-0.67 of the start. (At lr 3e-3 the run is chaotic: one thread on an
+    # AVX2 CPU ended at 0.84, two threads at 0.69.)
+    hps = _hps(corpus, learning_rate=1e-3)
     _, _, train_ds, _ = build_dataloaders(hps)
     batch = _CollateWithIndex(False)([tuple(train_ds[i]) + (i,) for i in range(4)])[0]
     kw = dict(adversarial=False, progress=False, tensorboard=False, eval_interval=10**9)
