@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_sleep.py [--threads 2] [--steps 300] [--dreams 32]
         [--batch 4] [--lr 3e-3] [--noise 1.0] [--sdp-steps 100] [--sentences 6] [--teacher] [--json out.json]
+        [--shipped]
 
 Recovers enc_q and the SDP posterior of `en_US-joe-medium` from dreams of the toy corpus's sentences (text only),
 then checks, on held-out sentences (not in the dream texts):
@@ -10,7 +11,9 @@ then checks, on held-out sentences (not in the dream texts):
   (b) frame agreement of MAS through the posterior with the durations the voice spoke with;
   (c) the SDP bound on held-out durations the SDP sampled, before and after.
 Rows 'before' use the freshly initialised enc_q that load_piper builds (what a model without recovery has).
-CPU time is the process's (time.process_time), wall time is the loop's; the machine may be shared: say so."""
+CPU time is the process's (time.process_time), wall time is the loop's; the machine may be shared: say so.
+--shipped checks the recovery the project ships (data/recovered/, fp16) instead of recovering: its cost and curve
+are the card's (what the recovery that made it measured)."""
 import argparse, json, os, platform, tempfile, time
 from pathlib import Path
 import numpy as np
@@ -69,6 +72,7 @@ def main():
     ap.add_argument('--sentences', type=int, default=6)
     ap.add_argument('--teacher', action='store_true', help="also check festival slt's audio (needs festival)")
     ap.add_argument('--json', type=Path)
+    ap.add_argument('--shipped', action='store_true', help='check the shipped fp16 recovery (no recovery run)')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model, hps = load_piper(shipped_voice())
@@ -84,11 +88,22 @@ def main():
                 teacher.append(load_wav(Path(tmp) / f'{i}.wav')[0])
     before = checks(model, hps, t2i, held, teacher)
     c0, t0 = time.process_time(), time.perf_counter()
-    hq = recover_posterior(model, texts, t2i, steps=a.steps, batch_size=a.batch, lr=a.lr, dreams=a.dreams or None,
-                           noise_scale=a.noise, data=hps.data, progress=False)
-    c1 = time.process_time()
-    hd = recover_sdp_posterior(model, texts, t2i, steps=a.sdp_steps, progress=False)
-    c2, t2 = time.process_time(), time.perf_counter()
+    if a.shipped:
+        from vits_nb.sleep import load_or_recover
+        with tempfile.TemporaryDirectory() as empty:             # no cache: the shipped recovery or nothing
+            model, hps = load_or_recover(shipped_voice(), empty, progress=False)
+        card = model.recovery
+        assert card.get('dtype') == 'float16' and 'source' in card, 'the shipped recovery was not used'
+        print(f"shipped: {card['source']} ({card['bytes'] / 1e6:.1f} MB, {card['parameters']:,} parameters fp16)")
+        hq, hd = card['enc_q'], card['sdp']
+        c1, c2 = c0 + card['cpu_seconds'] * (hq['seconds'][-1] / card['wall_seconds']), c0 + card['cpu_seconds']
+        t2 = t0 + card['wall_seconds']
+    else:
+        hq = recover_posterior(model, texts, t2i, steps=a.steps, batch_size=a.batch, lr=a.lr,
+                               dreams=a.dreams or None, noise_scale=a.noise, data=hps.data, progress=False)
+        c1 = time.process_time()
+        hd = recover_sdp_posterior(model, texts, t2i, steps=a.sdp_steps, progress=False)
+        c2, t2 = time.process_time(), time.perf_counter()
     after = checks(model, hps, t2i, held, teacher)
     cpu = platform.processor() or platform.machine()
     try: cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))

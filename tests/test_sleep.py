@@ -15,6 +15,10 @@ from vits_nb.sleep import (POSTERIOR_SDP, align_with_posterior, dream, file_sha2
                            recover_sdp_posterior, sample_durations, sdp_bound, speech_checks)
 
 TEXTS = [f'sentence number {i}' for i in range(40)]
+# proof (b) for the shipped recovery: measured 0.763 mean, 0.706 worst over 8 held-out sentences
+# (benchmarks/bench_sleep.py --shipped); MAS given the dream's true z reaches 0.95-0.96, so enc_q's accuracy is
+# the limit. The issue's 0.9 is not reached; this floor guards the level we have.
+AGREEMENT_FLOOR = 0.65
 
 
 def text_to_ids(text):
@@ -229,3 +233,35 @@ def test_speech_checks_prior_mean_path_reproduces_a_noise_free_dream(tiny):
     assert 0 <= c['agreement'] <= 1
     teacher = speech_checks(model, hps.data, ids, torch.randn(6000) * 0.1)   # durations from MAS
     assert 'agreement' not in teacher and teacher['frames'] == 6000 // 256
+
+
+def test_the_shipped_recovery_is_the_one_load_or_recover_asks_for():
+    "data/recovered's card carries the key load_or_recover computes today: this voice file, the toy sentences, the defaults."
+    from vits_nb.corpus import toy_sentences
+    from vits_nb.piper import shipped_voice
+    from vits_nb.sleep import RECOVERY_DEFAULTS, SHIPPED_CARD, SHIPPED_WEIGHTS, recovery_key, shipped_dir
+    card = json.loads((shipped_dir() / SHIPPED_CARD).read_text())
+    assert card['key'] == recovery_key(shipped_voice(), toy_sentences(), dict(RECOVERY_DEFAULTS))
+    assert card['dtype'] == 'float16' and card['bytes'] == (shipped_dir() / SHIPPED_WEIGHTS).stat().st_size
+    assert set(card['recovered']) == set(ABSENT_MODULES)
+    assert card['cpu_seconds'] > 0 and card['enc_q']['eval_nll'][-1] < card['enc_q']['eval_nll'][0]
+
+
+def test_load_or_recover_takes_the_shipped_recovery_and_it_explains_the_voice(tmp_path, monkeypatch):
+    "No recovery runs and nothing is written; the fp16 posterior aligns the voice's own speech (proof b, one sentence)."
+    import vits_nb.sleep as sleep
+    from vits_nb.piper import shipped_voice
+    monkeypatch.setattr(sleep, 'recover_posterior', lambda *a, **k: pytest.fail('recovered instead of loading'))
+    model, hps = load_or_recover(shipped_voice(), tmp_path / 'cache', progress=False)
+    assert model.missing_modules == [] and model.recovery['source'].endswith('recovered_fp16.pth')
+    assert not (tmp_path / 'cache').exists()
+    require_modules(model, 'training')
+    ids = sleep.voice_text_to_ids(model, hps)('Please remember to water the plants while I am away.')
+    x, x_lengths = pad_ids([ids])
+    torch.manual_seed(0)
+    own = dream(model, x, x_lengths, hps.data, noise_scale=0.667, noise_scale_w=0.8)
+    c = speech_checks(model, hps.data, ids, own['audio'][0], w=own['w'])
+    fresh, _ = load_piper(shipped_voice())                               # enc_q freshly initialised
+    c0 = speech_checks(fresh, hps.data, ids, own['audio'][0], w=own['w'])
+    assert c['agreement'] >= AGREEMENT_FLOOR > 10 * c0['agreement'], (c, c0)
+    assert c['l1_posterior'] < c0['l1_posterior'] / 3
