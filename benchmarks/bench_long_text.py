@@ -1,7 +1,7 @@
 """Long text, bounded memory (issue 15): peak RSS of a fresh process speaking 50, 1,000 and 5,000 words.
 
     .venv/bin/python benchmarks/bench_long_text.py [--threads 2] [--runtimes torch,onnx] [--words 50,1000,5000]
-        [--modes synthesize,stream] [--torch-max-words 5000]
+        [--modes synthesize,stream] [--torch-max-words 5000] [--heaps default,bounded]
 
 Voice: the shipped Piper voice (`vits_nb.piper.shipped_voice()`, en_US-joe-medium): `TTS.from_piper()` for PyTorch,
 `OnnxTTS(shipped_voice())` for onnxruntime (that process never imports torch).
@@ -13,6 +13,8 @@ child prints its peak RSS after import + load and after speaking (VmHWM from /pr
 `ru_maxrss`), wall time of the speaking, seconds of audio and the real-time factor (wall / audio).
 Modes: `synthesize` returns the whole float32 waveform (it grows with the text: 4 bytes x 22,050 a second);
 `stream` consumes `stream(...)` piece by piece and keeps only a running sample count (and the peak |x|).
+Heaps: `default` is glibc malloc as it starts; `bounded` calls `vits_nb.onnx_synth.bound_heap()` first (a fixed
+1 MiB mmap threshold, as `vits-nb synth` does), so large blocks are mapped and freed whole.
 """
 import argparse, json, os, platform, resource, subprocess, sys, time
 from pathlib import Path
@@ -45,11 +47,14 @@ def _rss():
     return hwm, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(runtime, n_words, mode, threads, voice):
+def child(runtime, n_words, mode, threads, voice, heap='default'):
     "Load the shipped voice (`voice`: its path, found by `shipped_voice()`), speak the text once, print one JSON line."
     import numpy as np
     text = make_text(n_words)
     assert len(text.split()) == n_words
+    if heap == 'bounded':
+        from vits_nb.onnx_synth import bound_heap
+        assert bound_heap()
     if runtime == 'onnx':                    # vits_nb.piper imports torch: the path comes from the parent
         from vits_nb.onnx_synth import OnnxTTS
         tts = OnnxTTS(voice, threads=threads, seed=0)
@@ -77,7 +82,7 @@ def child(runtime, n_words, mode, threads, voice):
         after = _rss()
         pieces = (n_yield + 1) // 2                      # piece, gap, piece, ..., piece
     assert np.isfinite(peak_abs) and 0 < peak_abs <= 1.5, peak_abs
-    print(json.dumps({'runtime': runtime, 'words': n_words, 'mode': mode, 'pieces': pieces,
+    print(json.dumps({'runtime': runtime, 'words': n_words, 'mode': mode, 'heap': heap, 'pieces': pieces,
                       'audio_s': n_samples / sr, 'wall_s': wall, 'hwm_loaded': loaded[0], 'hwm': after[0],
                       'maxrss_loaded': loaded[1], 'maxrss': after[1], 'torch': 'torch' in sys.modules}))
 
@@ -89,10 +94,10 @@ def shipped_voice_path():
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def run_one(runtime, n_words, mode, threads, voice):
+def run_one(runtime, n_words, mode, threads, voice, heap='default'):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     p = subprocess.run([sys.executable, __file__, '--one', runtime, str(n_words), mode, '--threads', str(threads),
-                        '--voice', voice],
+                        '--voice', voice, '--heaps', heap],
                        capture_output=True, text=True, env=env)
     if p.returncode: raise SystemExit(f'child {runtime} {n_words} {mode} failed:\n{p.stderr[-3000:]}')
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -100,14 +105,14 @@ def run_one(runtime, n_words, mode, threads, voice):
 
 def table(rows):
     "The markdown table of `rows` (the children's JSON lines)."
-    print('\n| runtime | text | mode | words | pieces | audio s | wall s | RTF | RSS after load MB | '
+    print('\n| runtime | heap | text | mode | words | pieces | audio s | wall s | RTF | RSS after load MB | '
           'peak RSS MB | synthesis increment MB | peak vs 50-word row | load avg at start |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
-        base = next(b for b in rows if b['runtime'] == r['runtime'] and b['words'] == min(
-            x['words'] for x in rows if x['runtime'] == r['runtime']))
+        same = [x for x in rows if x['runtime'] == r['runtime'] and x.get('heap', 'default') == r.get('heap', 'default')]
+        base = next(b for b in same if b['words'] == min(x['words'] for x in same))
         text = 'one sentence' if r['words'] <= 50 else 'no punctuation'
-        print(f"| {r['runtime']} | {text} | {r['mode']} | {r['words']:,} | {r['pieces']} | {r['audio_s']:.1f} | "
+        print(f"| {r['runtime']} | {r.get('heap', 'default')} | {text} | {r['mode']} | {r['words']:,} | {r['pieces']} | {r['audio_s']:.1f} | "
               f"{r['wall_s']:.1f} | {r['wall_s'] / r['audio_s']:.3f} | {r['hwm_loaded']:.0f} | {r['hwm']:.0f} | "
               f"{r['hwm'] - r['hwm_loaded']:.0f} | {r['hwm'] / base['hwm']:.2f} | {r['load']:.2f} |")
     print('\nRSS = VmHWM (/proc/self/status) of the child; ru_maxrss agrees within',
@@ -125,11 +130,12 @@ def main():
     ap.add_argument('--words', default='50,1000,5000')
     ap.add_argument('--modes', default='synthesize,stream')
     ap.add_argument('--torch-max-words', type=int, default=5000, help='skip torch rows above this many words')
+    ap.add_argument('--heaps', default='default,bounded')
     a = ap.parse_args()
     if a.rows:
         return table([json.loads(l) for f in a.rows for l in open(f) if l.startswith('{"runtime"')])
     voice = a.voice or shipped_voice_path()
-    if a.one: return child(a.one[0], int(a.one[1]), a.one[2], a.threads, voice)
+    if a.one: return child(a.one[0], int(a.one[1]), a.one[2], a.threads, voice, a.heaps)
     import onnxruntime
     try:
         import importlib.metadata as md; tv = md.version('torch')
@@ -140,13 +146,14 @@ def main():
           f'MAX_WORDS {MAX_WORDS}, MAX_SECONDS {MAX_SECONDS}, MAX_WORD_CHARS {MAX_WORD_CHARS}', flush=True)
     rows = []
     for runtime in a.runtimes.split(','):
-        for n in map(int, a.words.split(',')):
-            if runtime == 'torch' and n > a.torch_max_words: continue
-            for mode in a.modes.split(','):
-                if n <= 50 and mode == 'stream' and 'synthesize' in a.modes: continue   # the baseline row
-                load = os.getloadavg()[0]
-                r = run_one(runtime, n, mode, a.threads, voice); r['load'] = load; rows.append(r)
-                print(json.dumps(r), flush=True)
+        for heap in a.heaps.split(','):
+            for n in map(int, a.words.split(',')):
+                if runtime == 'torch' and n > a.torch_max_words: continue
+                for mode in a.modes.split(','):
+                    if n <= 50 and mode == 'stream' and 'synthesize' in a.modes: continue   # the baseline row
+                    load = os.getloadavg()[0]
+                    r = run_one(runtime, n, mode, a.threads, voice, heap); r['load'] = load; rows.append(r)
+                    print(json.dumps(r), flush=True)
     table(rows)
 
 

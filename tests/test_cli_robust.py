@@ -252,3 +252,16 @@ def test_written_files_get_ordinary_permissions(ckpt, out, onnx):
     mask = os.umask(0o022); os.umask(mask)              # the child inherits this process's umask
     assert stat.S_IMODE((out / 'keep.wav').stat().st_mode) == 0o640
     assert stat.S_IMODE((out / 'new.wav').stat().st_mode) == 0o666 & ~mask
+
+
+def test_low_memory_is_opt_in_and_changes_no_sample(ckpt, out, monkeypatch):
+    "--low-memory bounds the heap (a process-wide allocator setting: a child); without it nothing calls bound_heap."
+    import soundfile as sf
+    import vits_nb.onnx_synth as onnx_synth
+    monkeypatch.setattr(onnx_synth, 'bound_heap', lambda *a, **k: pytest.fail('bound_heap without --low-memory'))
+    p = synth(ckpt, '-t', 'Hello there.', '--seed', '0', '-o', out / 'plain.wav')
+    assert p.returncode == 0, p.stderr
+    p = synth(ckpt, '-t', 'Hello there.', '--seed', '0', '--low-memory', '-o', out / 'low.wav', child_process=True)
+    assert p.returncode == 0, p.stderr
+    a, b = sf.read(out / 'plain.wav', dtype='int16')[0], sf.read(out / 'low.wav', dtype='int16')[0]
+    assert a.size > 0 and np.array_equal(a, b)

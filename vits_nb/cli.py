@@ -238,6 +238,8 @@ def add_synth(sub):
                    help='write raw mono PCM to standard output, sentence by sentence as it is ready')
     p.add_argument('--pcm', choices=['s16', 'f32'], default='s16',
                    help='--stream sample format, little-endian (default s16)')
+    p.add_argument('--low-memory', action='store_true',
+                   help='keep peak memory flat on long texts (PyTorch path; about 1.3-2x slower)')
     p.add_argument('--chunk-frames', type=int, default=None,
                    help='--stream: also cut each sentence into windows of this many frames (torch only)')
     p.add_argument('--speaker', '-s', type=int, default=None, help='speaker id (multi-speaker models)')
@@ -297,7 +299,9 @@ def _read_text(text):
                          'convert it first, e.g. `iconv -f latin1 -t utf-8`') from None
 
 def cmd_synth(args):
-    from vits_nb.onnx_synth import check_scales, check_finite
+    from vits_nb.onnx_synth import check_scales, check_finite, bound_heap
+    # large tensors in their own mappings: peak memory flat in the text's length, at a speed cost
+    if getattr(args, 'low_memory', False): bound_heap()
     if args.onnx is not None and (args.checkpoint is not None or args.voice is not None):
         raise ValueError('give one of --checkpoint, --voice or --onnx')
     if args.stream == (args.output is not None):
