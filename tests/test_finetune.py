@@ -36,7 +36,7 @@ def test_voice_overrides_model_and_frontend(setup):
     assert 'model section' in note and 'Piper phoneme map' in note
 
 
-@pytest.mark.parametrize('schedule', ['prior', 'adversarial'])
+@pytest.mark.parametrize('schedule', ['prior', 'acoustic', 'adversarial'])
 def test_finetune_writes_loadable_checkpoints_and_resumes(setup, schedule):
     tmp, voice = setup
     run = tmp / f'run_{schedule}'
@@ -47,6 +47,11 @@ def test_finetune_writes_loadable_checkpoints_and_resumes(setup, schedule):
         g0, g3 = (torch.load(run / f'G_{k}.pth', weights_only=True)['model'] for k in (0, 3))
         assert all(torch.equal(g0[k], g3[k]) for k in g0 if k.startswith(('dec.', 'enc_q.')))
         assert any(not torch.equal(g0[k], g3[k]) for k in g0 if k.startswith('enc_p.'))
+    if schedule == 'acoustic':     # the prior side (text encoder, flow, SDP) is frozen; enc_q and dec move
+        g0, g3 = (torch.load(run / f'G_{k}.pth', weights_only=True)['model'] for k in (0, 3))
+        assert all(torch.equal(g0[k], g3[k]) for k in g0 if k.startswith(('enc_p.', 'flow.', 'dp.')))
+        for m in ('enc_q.', 'dec.'):
+            assert any(not torch.equal(g0[k], g3[k]) for k in g0 if k.startswith(m)), m
     from vits_nb.synth import TTS
     from vits_nb.piper import export_piper, load_piper
     tts = TTS.from_checkpoint(run / 'G_3.pth')

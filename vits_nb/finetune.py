@@ -196,11 +196,17 @@ SCHEDULES = {
     # the whole generator on mel + KL + duration (no discriminator)
     'generator': dict(train=None, decoder=True, adversarial=False, batch_size=2,
                       segment_size=8192, lr=1e-4),
+    # posterior encoder and decoder on mel + KL; the prior (text encoder, flow, SDP) stays the voice's
+    'acoustic': dict(train=('enc_q', 'dec'), decoder=True, adversarial=False, batch_size=2,
+                     segment_size=8192, lr=1e-4),
+    # ... with the flow trained too
+    'acoustic_flow': dict(train=('enc_q', 'flow', 'dec'), decoder=True, adversarial=False,
+                          batch_size=2, segment_size=8192, lr=1e-4),
     # D warms up against the frozen voice, then G and D in turn (the paper's objective)
     'adversarial': dict(train=None, decoder=True, adversarial=True, batch_size=2,
                         segment_size=8192, lr=1e-4, d_warmup=50),
 }
-DEFAULT_SCHEDULE = 'prior'
+DEFAULT_SCHEDULE = 'acoustic'
 
 def last_stage(model):
     "Parameter prefixes of the decoder's last upsampling stage: its `ups`, resblocks, `conv_post`."
