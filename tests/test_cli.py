@@ -68,6 +68,8 @@ def test_bad_command_lines_exit_2(argv, capsys):
 def test_parser_and_console_script(capsys):
     args = build_parser().parse_args(['main'])
     assert (args.n, args.out, args.multispeaker, args.voice, args.jobs) == (None, None, False, 'slt_hts', None)
+    from vits_nb.finetune import DEFAULT_SCHEDULE, SCHEDULES
+    assert args.schedule == DEFAULT_SCHEDULE == 'acoustic' and args.schedule in SCHEDULES
     assert {'main', 'train', 'synth', 'info', 'export-onnx'} <= set(COMMANDS)
     with pytest.raises(SystemExit) as e: main(['--version'])
     assert e.value.code == 0 and capsys.readouterr().out.startswith('vits-nb 0.')
@@ -128,6 +130,8 @@ def test_main_job_finetunes_a_voice_resumes_and_speaks_before_and_after(tmp_path
     assert cfg['data']['text_cleaners'] == ['piper'] and cfg['model']['hidden_channels'] == 16      # the voice's
     speaker = json.loads((run / 'speaker_change.json').read_text())
     assert set(speaker) == {'before', 'after', 'teacher'} and speaker['teacher']['f0_median'] > 0
+    hist = json.loads((run / 'finetune_history.json').read_text())
+    assert hist['schedule']['name'] == 'acoustic' and hist['schedule']['train'] == ['enc_q', 'dec']
     assert (tmp_path / 'recovered' / 'recovered.json').is_file()           # the recovery is cached
     assert main(argv[:-3] + ['3', '--train-minutes', '0']) == 0           # resumes: one more step
     assert (run / 'G_3.pth').is_file()
