@@ -121,6 +121,7 @@ def test_main_job_finetunes_a_voice_resumes_and_speaks_before_and_after(tmp_path
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert 'fine-tuning tiny.onnx' in out and 'to step 2' in out and 'F0 median' in out
+    assert out.count('the voice overrides') == 1       # said once, though step 0 and the run are two calls
     assert (run / 'G_0.pth').is_file() and (run / 'G_2.pth').is_file() and (run / 'D_2.pth').is_file()
     for d in ('samples_before', 'samples_after'):
         assert (run / d / 'heldout.png').is_file() and (run / d / 'metrics.json').is_file()

@@ -514,6 +514,14 @@ def compare_samples(out_dir, teacher_wavs, sr):
     teacher = [load_wav(p, sr)[0].numpy() for p in teacher_wavs]
     return speaker_measures(gen, teacher, sr)
 
+def _once(log):
+    "`log` that drops a line it has already said."
+    said = set()
+    def once(*a):
+        key = ' '.join(map(str, a))
+        if key not in said: said.add(key); log(*a)
+    return once
+
 def main_job_finetune(run_dir, corpus_config, minutes=20., steps=None, schedule=DEFAULT_SCHEDULE,
                       voice=None, n_samples=3, progress=True, callback=None, **kw):
     """The main job's training: fine-tune the shipped voice on the toy corpus (resumes); held-out
@@ -523,6 +531,7 @@ def main_job_finetune(run_dir, corpus_config, minutes=20., steps=None, schedule=
     from vits_nb.audio import load_wav
     voice = Path(voice) if voice is not None else shipped_voice()
     run_dir = Path(run_dir)
+    kw['log'] = _once(kw.get('log', print))          # the voice's overrides are said once, not per call
     before_dir, after_dir = run_dir / 'samples_before', run_dir / 'samples_after'
     if not (before_dir / 'metrics.json').is_file():
         # step 0 (the voice, its posterior recovered), then its samples
