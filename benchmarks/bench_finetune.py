@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_finetune.py [--schedule prior] [--minutes 15]
         [--every 2.5] [--run-dir runs/bench_finetune/SCHEDULE] [--threads 2] [--json out.json]
-        [--eval-only] [--rows out.json]
+        [--eval-only] [--only STEP ...] [--posterior] [--rows out.json]
 
 Trains with `vits_nb.finetune.finetune` (the main job's function; a re-run resumes), saving a checkpoint
 every --every minutes of training, then scores every checkpoint (step 0 is the voice before fine-tuning,
@@ -12,7 +12,11 @@ the same sentences (festival's HTS slt, the corpus's own wavs):
   F0      median F0 (pYIN) over all 20 utterances, Hz;
   dist    mean DTW mel-cepstral distance (MFCC 1-24, loudness normalised) to the teacher's recording;
   agree   held-out alignment agreement of heldout_metrics (MAS through the posterior vs the prior's
-          durations), from the run's history.
+          durations), from the run's history;
+  WER q   with --posterior: the recognizer's WER on the decoder's rendering of the posterior mean of the
+          teacher's own spectrogram (the VAE's reconstruction path; inference never takes it), which
+          separates how well the decoder renders speech from how well the prior's latents suit it.
+--only scores just the listed checkpoint steps.
 "half F0/dist" = (before - now) / (before - teacher): 0 no change, >= 0.5 the issue's target.
 Sentences are spoken seeded (noise 0.667, noise_w 0.8). Minutes are the fine-tune's own training time
 (wall, the loop only), CPU minutes its process time; the machine may be shared: say so."""
@@ -58,8 +62,22 @@ def score(tts, rows, teacher, recognize, seed=0):
                             texts=[t for _, t in rows])
 
 
-def evaluate_run(run_dir, rows, teacher, recognize):
-    "One row per checkpoint G_<step>.pth of the run: step, minutes, CPU minutes, measures."
+def posterior_wer(tts, rows, recognize):
+    "WER of the decoder rendering the posterior mean of each row's teacher recording (noise off)."
+    from vits_nb.audio import load_wav, spectrogram_torch
+    from vits_nb.finetune import wer
+    d, g, audios = tts.hps.data, tts.model, []
+    for path, _ in rows:
+        y = load_wav(path, d.sampling_rate)[0].reshape(1, -1)
+        spec = spectrogram_torch(y, d.filter_length, d.hop_length, d.win_length)
+        with torch.no_grad():
+            _, m_q, _, mask = g.enc_q(spec, torch.tensor([spec.shape[-1]]))
+            audios.append(g.dec(m_q * mask)[0, 0].numpy())
+    return wer(recognize, audios, [t for _, t in rows], d.sampling_rate)
+
+
+def evaluate_run(run_dir, rows, teacher, recognize, only=None, posterior=False):
+    "One row per checkpoint G_<step>.pth of the run (or the steps in `only`): step, minutes, CPU minutes, measures."
     from vits_nb.synth import TTS
     hist = json.loads((run_dir / 'finetune_history.json').read_text())
     evals = {e['step']: e for e in hist['evals']}
@@ -67,12 +85,14 @@ def evaluate_run(run_dir, rows, teacher, recognize):
     cks = sorted(run_dir.glob('G_*.pth'), key=lambda p: int(re.findall(r'\d+', p.name)[0]))
     for ck in cks:
         step = int(re.findall(r'\d+', ck.name)[0])
+        if only and step not in only: continue
         tts = TTS.from_checkpoint(ck, run_dir / 'config.json')
         e = evals.get(step, {})
         out.append(dict(step=step, minutes=e.get('seconds', float('nan')) / 60,
                         cpu_minutes=e.get('cpu_seconds', float('nan')) / 60,
                         agreement=e.get('align_agreement', float('nan')),
                         **score(tts, rows, teacher, recognize)))
+        if posterior: out[-1]['wer_posterior'] = posterior_wer(tts, rows, recognize)
         print(f"  scored step {step}: WER {out[-1]['wer']:.3f}, F0 {out[-1]['f0_median']:.0f} Hz, "
               f"dist {out[-1]['spectral_distance']:.2f}", flush=True)
     return out
@@ -80,17 +100,18 @@ def evaluate_run(run_dir, rows, teacher, recognize):
 
 def table(res):
     t = res['teacher']
+    q = any('wer_posterior' in r for r in res['rows'])
     lines = [f"teacher (floor): WER {t['wer']:.3f}, F0 median {t['f0_median']:.0f} Hz; "
              f"{res['n']} held-out sentences; schedule {res['schedule']}; {res['machine']}",
-             '| step | train min | CPU min | WER | F0 median, Hz | half F0 | DTW dist | half dist | agree |',
-             '|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+             '| step | train min | CPU min | WER | F0 median, Hz | half F0 | DTW dist | half dist | agree |'
+             + (' WER q |' if q else ''), '|---:|---:|---:|---:|---:|---:|---:|---:|---:|' + ('---:|' if q else '')]
     b = res['rows'][0]
     for r in res['rows']:
         hf = (b['f0_median'] - r['f0_median']) / (b['f0_median'] - t['f0_median'])
         hd = (b['spectral_distance'] - r['spectral_distance']) / b['spectral_distance']
         lines.append(f"| {r['step']} | {r['minutes']:.1f} | {r['cpu_minutes']:.1f} | {r['wer']:.3f} | "
                      f"{r['f0_median']:.0f} | {hf:.2f} | {r['spectral_distance']:.2f} | {hd:.2f} | "
-                     f"{r['agreement']:.3f} |")
+                     f"{r['agreement']:.3f} |" + (f" {r.get('wer_posterior', float('nan')):.3f} |" if q else ''))
     lines.append('half dist = the fraction of the distance to the teacher closed '
                  '(the teacher is at distance 0 from itself)')
     return '\n'.join(lines)
@@ -106,8 +127,11 @@ def main():
     ap.add_argument('--eval-only', action='store_true', help='score the run folder as it is')
     ap.add_argument('--json', type=Path)
     ap.add_argument('--rows', type=Path, help='reprint the table of a --json file and exit')
+    ap.add_argument('--only', type=int, nargs='*', help='score only these checkpoint steps')
+    ap.add_argument('--posterior', action='store_true', help='add the posterior-path WER column')
     a = ap.parse_args()
     if a.rows: print(table(json.loads(a.rows.read_text()))); return
+    if a.only and 0 not in a.only: a.only = [0] + a.only     # step 0 is the table's baseline
     torch.set_num_threads(a.threads)
     from vits_nb.finetune import finetune, speaker_measures
     from vits_nb.piper import shipped_voice
@@ -128,7 +152,7 @@ def main():
     res = dict(schedule=a.schedule, n=len(rows), teacher=t, threads=a.threads,
                machine=f'{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
                        f'{a.threads} threads',
-               rows=evaluate_run(run_dir, rows, teacher, recognize))
+               rows=evaluate_run(run_dir, rows, teacher, recognize, only=a.only, posterior=a.posterior))
     if a.json: a.json.write_text(json.dumps(res, indent=1) + '\n')
     print(table(res))
 

@@ -11,7 +11,12 @@ VARIANT:
               z = f^-1(z_p), z_p ~ N(m_p, (0.667 sigma_p)^2) at the MAS durations, against the same teacher
               window (not an ELBO term: a regression of what inference decodes onto the teacher's audio);
   twophase    `enc_q` alone for the first quarter of the minutes (mel + KL through the frozen decoder, so the
-              posterior moves to latents the decoder already renders), then `acoustic` for the rest.
+              posterior moves to latents the decoder already renders), then `acoustic` for the rest;
+  early       `acoustic` with only the decoder's first two upsampling stages trained (`conv_pre`, `ups.0-1` and
+              their residual blocks; the voice has three): the last stage and `conv_post`, which render the
+              waveform's fine structure and were learned adversarially, stay the voice's;
+  lr_half     `acoustic` at half its learning rate (5e-5);
+  lr_double   `acoustic` at twice its learning rate (2e-4, the paper's).
 Checkpoints every 2.5 training minutes; the run folder is runs/bench_finetune/VARIANT (a re-run resumes)."""
 import argparse, json, sys
 from pathlib import Path
@@ -53,7 +58,7 @@ def prior_path_step(tr, batch, noise=0.667):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('variant', choices=['kl4', 'prior_path', 'twophase'])
+    ap.add_argument('variant', choices=['kl4', 'prior_path', 'twophase', 'early', 'lr_half', 'lr_double'])
     ap.add_argument('--minutes', type=float, default=10.)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--steps', type=int, default=None, help='stop at step N too (a smoke test)')
@@ -75,6 +80,14 @@ def main():
         F.schedule_step = lambda tr, b, s: prior_path_step(tr, b) if s.get('prior_path') else plain(tr, b, s)
         F.finetune(shipped_voice(), cfg, run, minutes=a.minutes,
                    schedule=dict(F.SCHEDULES['acoustic'], prior_path=True), **kw)
+    elif a.variant == 'early':
+        F.finetune(shipped_voice(), cfg, run, minutes=a.minutes, schedule=dict(
+            F.SCHEDULES['acoustic'], train=('enc_q', 'dec.conv_pre', 'dec.ups.0', 'dec.ups.1')
+            + tuple(f'dec.resblocks.{j}' for j in range(6))), **kw)
+    elif a.variant == 'lr_half':
+        F.finetune(shipped_voice(), cfg, run, minutes=a.minutes, schedule='acoustic', lr=5e-5, **kw)
+    elif a.variant == 'lr_double':
+        F.finetune(shipped_voice(), cfg, run, minutes=a.minutes, schedule='acoustic', lr=2e-4, **kw)
     else:
         F.finetune(shipped_voice(), cfg, run, minutes=a.minutes / 4,
                    schedule=dict(F.SCHEDULES['acoustic'], train=('enc_q',)), **kw)
