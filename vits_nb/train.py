@@ -1034,7 +1034,7 @@ def train_main(argv=None):
 # %% ../nbs/13_train.ipynb #20f195b1
 #| eval: false
 from fastcore.imports import in_notebook      # a Jupyter kernel is `__main__` too: never run there
-if __name__ == '__main__' and not in_notebook(): sys.exit(train_main())
+if not in_notebook() and __name__ == '__main__': sys.exit(train_main())
 
 # %% ../nbs/13_train.ipynb #6b700b22
 def _repo_root(): return Path(commons.__file__).resolve().parent.parent     # also in a kernel
