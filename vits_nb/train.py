@@ -1031,11 +1031,6 @@ def train_main(argv=None):
         print('vits-nb train: interrupted', file=sys.stderr, flush=True)
         return 130
 
-# %% ../nbs/13_train.ipynb #20f195b1
-#| eval: false
-from fastcore.imports import in_notebook      # a Jupyter kernel is `__main__` too: never run there
-if not in_notebook() and __name__ == '__main__': sys.exit(train_main())
-
 # %% ../nbs/13_train.ipynb #6b700b22
 def _repo_root(): return Path(commons.__file__).resolve().parent.parent     # also in a kernel
 
@@ -1176,3 +1171,8 @@ class LivePlot:
                 ['teacher mel', 'generated (teacher durations)', 'alignment (MAS)'],
                 figsize=(12, 3.2),
                 ylabels=['mel bin', 'mel bin', 'text token'])))
+
+# %% ../nbs/13_train.ipynb #20f195b1
+#| eval: false
+from fastcore.imports import in_notebook      # a Jupyter kernel is `__main__` too: never run there
+if not in_notebook() and __name__ == '__main__': sys.exit(train_main())
