@@ -16,7 +16,9 @@ the same sentences (festival's HTS slt, the corpus's own wavs):
   WER q   with --posterior: the recognizer's WER on the decoder's rendering of the posterior mean of the
           teacher's own spectrogram (the VAE's reconstruction path; inference never takes it), which
           separates how well the decoder renders speech from how well the prior's latents suit it.
---only scores just the listed checkpoint steps.
+--only scores just the listed checkpoint steps. --blend A scores each checkpoint's weights interpolated toward
+the voice's (step 0): theta_0 + A (theta - theta_0), A = 1 the checkpoint itself (weight-space ensembling, as in
+Wortsman et al. 2022's WiSE-FT: a fine-tune pulled back toward the model it started from).
 "half F0/dist" = (before - now) / (before - teacher): 0 no change, >= 0.5 the issue's target.
 Sentences are spoken seeded (noise 0.667, noise_w 0.8). Minutes are the fine-tune's own training time
 (wall, the loop only), CPU minutes its process time; the machine may be shared: say so."""
@@ -51,9 +53,13 @@ def heldout(val):
     return [(r[0], r[-1]) for r in rows]
 
 
-def score(tts, rows, teacher, recognize, seed=0):
-    "WER, F0 median and DTW distance of `tts` speaking `rows` against `teacher` audio."
+def score(tts, rows, teacher, recognize, seed=0, seeds=1):
+    """WER, F0 median and DTW distance of `tts` speaking `rows` against `teacher` audio; with `seeds` > 1,
+    the mean over that many seeded renderings of every row (seed, seed + 1000, ...)."""
     from vits_nb.finetune import speaker_measures
+    if seeds > 1:
+        runs = [score(tts, rows, teacher, recognize, seed + 1000 * j) for j in range(seeds)]
+        return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
     audios = []
     for i, (_, text) in enumerate(rows):
         a = tts.synthesize(text, seed=seed + i)
@@ -76,22 +82,32 @@ def posterior_wer(tts, rows, recognize):
     return wer(recognize, audios, [t for _, t in rows], d.sampling_rate)
 
 
-def evaluate_run(run_dir, rows, teacher, recognize, only=None, posterior=False):
+def blend(tts, tts0, a):
+    "Set `tts`'s generator to theta_0 + a (theta - theta_0), theta_0 the generator of `tts0`."
+    sd, sd0 = tts.model.state_dict(), tts0.model.state_dict()
+    tts.model.load_state_dict({k: sd0[k] + a * (v - sd0[k]) if v.is_floating_point() else v
+                               for k, v in sd.items()})
+    return tts
+
+
+def evaluate_run(run_dir, rows, teacher, recognize, only=None, posterior=False, alpha=None, seeds=1):
     "One row per checkpoint G_<step>.pth of the run (or the steps in `only`): step, minutes, CPU minutes, measures."
     from vits_nb.synth import TTS
     hist = json.loads((run_dir / 'finetune_history.json').read_text())
     evals = {e['step']: e for e in hist['evals']}
     out = []
     cks = sorted(run_dir.glob('G_*.pth'), key=lambda p: int(re.findall(r'\d+', p.name)[0]))
+    tts0 = TTS.from_checkpoint(run_dir / 'G_0.pth', run_dir / 'config.json') if alpha is not None else None
     for ck in cks:
         step = int(re.findall(r'\d+', ck.name)[0])
         if only and step not in only: continue
         tts = TTS.from_checkpoint(ck, run_dir / 'config.json')
+        if alpha is not None: blend(tts, tts0, alpha)
         e = evals.get(step, {})
         out.append(dict(step=step, minutes=e.get('seconds', float('nan')) / 60,
                         cpu_minutes=e.get('cpu_seconds', float('nan')) / 60,
                         agreement=e.get('align_agreement', float('nan')),
-                        **score(tts, rows, teacher, recognize)))
+                        **score(tts, rows, teacher, recognize, seeds=seeds)))
         if posterior: out[-1]['wer_posterior'] = posterior_wer(tts, rows, recognize)
         print(f"  scored step {step}: WER {out[-1]['wer']:.3f}, F0 {out[-1]['f0_median']:.0f} Hz, "
               f"dist {out[-1]['spectral_distance']:.2f}", flush=True)
@@ -129,6 +145,8 @@ def main():
     ap.add_argument('--rows', type=Path, help='reprint the table of a --json file and exit')
     ap.add_argument('--only', type=int, nargs='*', help='score only these checkpoint steps')
     ap.add_argument('--posterior', action='store_true', help='add the posterior-path WER column')
+    ap.add_argument('--seeds', type=int, default=1, help='average the measures over N seeded renderings')
+    ap.add_argument('--blend', type=float, default=None, help="score theta_0 + A (theta - theta_0)")
     a = ap.parse_args()
     if a.rows: print(table(json.loads(a.rows.read_text()))); return
     if a.only and 0 not in a.only: a.only = [0] + a.only     # step 0 is the table's baseline
@@ -149,10 +167,13 @@ def main():
     sr = json.loads((run_dir / 'config.json').read_text())['data']['sampling_rate']
     teacher = [load_wav(p, sr)[0].numpy() for p, _ in rows]
     t = speaker_measures(teacher, teacher, sr, recognize=recognize, texts=[x for _, x in rows])
-    res = dict(schedule=a.schedule, n=len(rows), teacher=t, threads=a.threads,
+    name = (a.schedule + (f', blend {a.blend}' if a.blend is not None else '')
+            + (f', mean of {a.seeds} seeds' if a.seeds > 1 else ''))
+    res = dict(schedule=name, n=len(rows), teacher=t, threads=a.threads,
                machine=f'{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
                        f'{a.threads} threads',
-               rows=evaluate_run(run_dir, rows, teacher, recognize, only=a.only, posterior=a.posterior))
+               rows=evaluate_run(run_dir, rows, teacher, recognize, only=a.only, posterior=a.posterior,
+                                alpha=a.blend, seeds=a.seeds))
     if a.json: a.json.write_text(json.dumps(res, indent=1) + '\n')
     print(table(res))
 

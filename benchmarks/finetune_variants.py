@@ -16,7 +16,13 @@ VARIANT:
               their residual blocks; the voice has three): the last stage and `conv_post`, which render the
               waveform's fine structure and were learned adversarially, stay the voice's;
   lr_half     `acoustic` at half its learning rate (5e-5);
-  lr_double   `acoustic` at twice its learning rate (2e-4, the paper's).
+  lr_double   `acoustic` at twice its learning rate (2e-4, the paper's);
+  adv         `acoustic` with the paper's adversarial and feature-matching terms (eq. 10): a fresh
+              discriminator (the official MPD: one scale and five period sub-discriminators) first learns
+              for --d-warmup steps against the frozen voice, then D and `enc_q` + decoder update in turn;
+  adv_mpd     `adv` with the five period sub-discriminators only (the scale one, the costliest, skipped;
+              its weights stay in D_ unused, so the checkpoint keeps the official layout);
+  adv_short   `adv` on 4096-sample windows (half the decoder and discriminator work per step).
 Checkpoints every 2.5 training minutes; the run folder is runs/bench_finetune/VARIANT (a re-run resumes)."""
 import argparse, json, sys
 from pathlib import Path
@@ -56,13 +62,31 @@ def prior_path_step(tr, batch, noise=0.667):
                 mel_l1=loss_mel.item() / t.c_mel, lr=tr.lr)
 
 
+def use_discriminators(keep):
+    "Run only the sub-discriminators whose indices are in `keep` (0: scale, 1-5: periods 2-11)."
+    from vits_nb.discriminators import MultiPeriodDiscriminator
+    def forward(self, y, y_hat):
+        b, both = y.shape[0], torch.cat([y, y_hat])
+        y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
+        for i, d in enumerate(self.discriminators):
+            if i not in keep: continue
+            score, fmap = d(both)
+            y_d_rs.append(score[:b]); fmap_rs.append([f[:b] for f in fmap])
+            y_d_gs.append(score[b:]); fmap_gs.append([f[b:] for f in fmap])
+        return y_d_rs, y_d_gs, fmap_rs, fmap_gs
+    MultiPeriodDiscriminator.forward = forward
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('variant', choices=['kl4', 'prior_path', 'twophase', 'early', 'lr_half', 'lr_double'])
+    ap.add_argument('variant', choices=['kl4', 'prior_path', 'twophase', 'early', 'lr_half', 'lr_double',
+                                       'adv', 'adv_mpd', 'adv_short'])
     ap.add_argument('--minutes', type=float, default=10.)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--steps', type=int, default=None, help='stop at step N too (a smoke test)')
     ap.add_argument('--run-dir', type=Path, default=None)
+    ap.add_argument('--d-warmup', type=int, default=100, help='adv*: D-only steps before G is adversarial')
+    ap.add_argument('--lr', type=float, default=None, help='adv*: learning rate of G and D (default 1e-4)')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     import bench_finetune as B
@@ -86,6 +110,11 @@ def main():
             + tuple(f'dec.resblocks.{j}' for j in range(6))), **kw)
     elif a.variant == 'lr_half':
         F.finetune(shipped_voice(), cfg, run, minutes=a.minutes, schedule='acoustic', lr=5e-5, **kw)
+    elif a.variant.startswith('adv'):
+        if a.variant == 'adv_mpd': use_discriminators({1, 2, 3, 4, 5})
+        F.finetune(shipped_voice(), cfg, run, minutes=a.minutes, lr=a.lr, schedule=dict(
+            F.SCHEDULES['acoustic'], adversarial=True, d_warmup=a.d_warmup,
+            segment_size=4096 if a.variant == 'adv_short' else 8192), **kw)
     elif a.variant == 'lr_double':
         F.finetune(shipped_voice(), cfg, run, minutes=a.minutes, schedule='acoustic', lr=2e-4, **kw)
     else:

@@ -123,6 +123,8 @@ def test_main_job_finetunes_a_voice_resumes_and_speaks_before_and_after(tmp_path
     assert 'fine-tuning tiny.onnx' in out and 'to step 2' in out and 'F0 median' in out
     assert out.count('the voice overrides') == 1       # said once, though step 0 and the run are two calls
     assert (run / 'G_0.pth').is_file() and (run / 'G_2.pth').is_file() and (run / 'D_2.pth').is_file()
+    assert (run / 'finetuned.pth').is_file() and 'blended 0.8 of the way from the voice' in out
+    assert json.loads((run / 'samples_after' / 'metrics.json').read_text())['checkpoint'] == str(run / 'finetuned.pth')
     for d in ('samples_before', 'samples_after'):
         assert (run / d / 'heldout.png').is_file() and (run / d / 'metrics.json').is_file()
         wav, sr = sf.read(run / d / 'heldout_1.wav'); assert sr == 22050 and len(wav) > 0

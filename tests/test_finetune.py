@@ -60,6 +60,32 @@ def test_finetune_writes_loadable_checkpoints_and_resumes(setup, schedule):
     assert s['resumed_from'].endswith('G_3.pth') and s['step'] == 4
 
 
+def test_acoustic_hands_over_the_blend_and_resumes_from_the_trained_weights(setup):
+    "acoustic writes theta_0 + 0.8 (theta - theta_0) as finetuned.pth; G_<step> keeps theta; a resume trains on from theta."
+    from vits_nb.models import read_checkpoint
+    tmp, voice = setup
+    run = tmp / 'run_blend'
+    kw = dict(schedule='acoustic', progress=False, recovery=REC, cache_dir=tmp / 'rec', batch_size=2)
+    s = F.finetune(voice, tmp / 'cfg.json', run, steps=2, **kw)
+    assert Path(s['voice']) == run / 'finetuned.pth' and s['schedule']['blend'] == 0.8
+    th0, th, ft = (read_checkpoint(run / f)[0] for f in ('voice_start.pth', 'G_2.pth', 'finetuned.pth'))
+    g0 = read_checkpoint(run / 'G_0.pth')[0]
+    assert all(torch.equal(th0[k], g0[k]) for k in g0)
+    for k in ft:
+        if ft[k].is_floating_point(): torch.testing.assert_close(ft[k], th0[k] + 0.8 * (th[k] - th0[k]), rtol=0, atol=1e-7)
+        else: assert torch.equal(ft[k], th[k])
+    assert max((ft[k] - th[k]).abs().max().item() for k in ft if k.startswith('dec.')) > 0
+    s = F.finetune(voice, tmp / 'cfg.json', run, steps=3, **kw)           # resumes from G_2 (theta), not the blend
+    assert s['resumed_from'].endswith('G_2.pth') and read_checkpoint(run / 'finetuned.pth')[1]['iteration'] == 3
+    s = F.finetune(voice, tmp / 'cfg.json', tmp / 'run_noblend', steps=1, blend=1., **kw)
+    assert s['voice'].endswith('G_1.pth') and not (tmp / 'run_noblend' / 'finetuned.pth').exists()
+    with pytest.raises(ValueError, match=r'blend must be in \(0, 1\]'):
+        F.finetune(voice, tmp / 'cfg.json', tmp / 'run_bad', steps=1, blend=1.5, **kw)
+    (run / 'voice_start.pth').unlink(); (run / 'G_0.pth').unlink()
+    with pytest.raises(FileNotFoundError, match='cannot blend toward the voice'):
+        F.write_finetuned(run, th, 3, 0.8)
+
+
 def test_init_from_neither_checkpoint_nor_voice(tmp_path):
     bad = tmp_path / 'notes.pth'; bad.write_text('hello')
     with pytest.raises(F.InitFromError, match='neither a generator checkpoint'): F.init_source(bad)

@@ -1057,19 +1057,21 @@ def _heldout_figure(outs, spec_lengths, x_lengths, hop, sr):
 
 @torch.no_grad()
 def synthesize_heldout(run_dir, out_dir=None, n=3, config=None, seed=1234, noise_scale=.667,
-                       noise_scale_w=.8):
-    """Speak the first `n` validation sentences with the newest checkpoint in `run_dir`: WAVs, a
-    PNG, metrics."""
+                       noise_scale_w=.8, checkpoint=None):
+    """Speak the first `n` validation sentences with the newest checkpoint in `run_dir` (or the
+    generator file `checkpoint`): WAVs, a PNG, metrics."""
     from vits_nb.corpus import write_wav
     run_dir = Path(run_dir)
     # relative filelist paths are relative to the config file: the run's own copy unless `config`
     # is given
     hps, config_path = as_hparams(config if config is not None else run_dir / 'config.json')
-    ck = latest_checkpoint(run_dir)
+    ck = (Path(checkpoint),) if checkpoint is not None else latest_checkpoint(run_dir)
     if ck is None: raise FileNotFoundError(f'no checkpoint in {run_dir}: train first')
     net_g = model_from_config(hps).eval()
-    load_state_dict_checked(net_g, read_checkpoint(ck[0])[0])
-    step = int(_CKPT_RE.match(ck[0].name).group(1))
+    sd, meta = read_checkpoint(ck[0])
+    load_state_dict_checked(net_g, sd)
+    m = _CKPT_RE.match(ck[0].name)
+    step = int(m.group(1)) if m else int(meta.get('iteration', 0))
     multi = hps.data.get('n_speakers', 0) > 1
     val_path = resolve_path(hps.data.validation_files, config_path)
     Loader = TextAudioSpeakerLoader if multi else TextAudioLoader
