@@ -18,7 +18,9 @@ the same sentences (festival's HTS slt, the corpus's own wavs):
           separates how well the decoder renders speech from how well the prior's latents suit it.
 --only scores just the listed checkpoint steps. --blend A scores each checkpoint's weights interpolated toward
 the voice's (step 0): theta_0 + A (theta - theta_0), A = 1 the checkpoint itself (weight-space ensembling, as in
-Wortsman et al. 2022's WiSE-FT: a fine-tune pulled back toward the model it started from).
+Wortsman et al. 2022's WiSE-FT: a fine-tune pulled back toward the model it started from). By default a library
+schedule is scored with its own `blend` (acoustic: 0.8), i.e. as the voice the fine-tune hands over
+(finetuned.pth); --blend 1 scores the trained weights. --seeds N averages every measure over N seeded renderings.
 "half F0/dist" = (before - now) / (before - teacher): 0 no change, >= 0.5 the issue's target.
 Sentences are spoken seeded (noise 0.667, noise_w 0.8). Minutes are the fine-tune's own training time
 (wall, the loop only), CPU minutes its process time; the machine may be shared: say so."""
@@ -150,6 +152,9 @@ def main():
     a = ap.parse_args()
     if a.rows: print(table(json.loads(a.rows.read_text()))); return
     if a.only and 0 not in a.only: a.only = [0] + a.only     # step 0 is the table's baseline
+    from vits_nb.finetune import SCHEDULES
+    if a.blend is None: a.blend = SCHEDULES.get(a.schedule, {}).get('blend')   # what the run hands over
+    if a.blend == 1: a.blend = None
     torch.set_num_threads(a.threads)
     from vits_nb.finetune import finetune, speaker_measures
     from vits_nb.piper import shipped_voice

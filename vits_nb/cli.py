@@ -100,6 +100,9 @@ def add_main(sub):
                    help='fine-tune this Piper voice (default: the shipped voice)')
     p.add_argument('--schedule', default=MAIN_SCHEDULE, choices=SCHEDULE_NAMES,
                    help=f'fine-tuning schedule (default {MAIN_SCHEDULE}; chapter 13a)')
+    p.add_argument('--blend', type=float, default=None, metavar='A',
+                   help="hand over theta_0 + A (theta - theta_0), the fine-tune pulled back toward the voice "
+                        "(default: the schedule's, 0.8 for acoustic; 1: the trained weights)")
     p.add_argument('--from-scratch', action='store_true',
                    help='train the config from random weights instead of fine-tuning a voice')
     p.add_argument('--config', type=Path, default=None, help='training config (default: <repo>/configs/toy_small.json; '
@@ -164,7 +167,8 @@ def _finetune_on(stats, args):
     cfg = run_dir / 'main_job_config.json'
     cfg.write_text(json.dumps(hps.to_dict(), indent=1) + '\n')
     res = main_job_finetune(run_dir, cfg, minutes=args.train_minutes or None, steps=args.train_steps,
-                            schedule=args.schedule, voice=voice, progress=not args.no_progress)
+                            schedule=args.schedule, voice=voice, progress=not args.no_progress,
+                            blend=args.blend)
     print(f"\nListen: before {_rel(res['before']['out_dir'])}/heldout_*.wav, after "
           f"{_rel(res['out_dir'])}/heldout_*.wav; look: {_rel(res['png'])}; more: re-run with "
           f"--train-minutes M (it resumes); speak: vits-nb synth -k {_rel(res['checkpoint'])} -t \"Hello.\" -o hello.wav")
