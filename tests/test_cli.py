@@ -70,6 +70,7 @@ def test_parser_and_console_script(capsys):
     assert (args.n, args.out, args.multispeaker, args.voice, args.jobs) == (None, None, False, 'slt_hts', None)
     from vits_nb.finetune import DEFAULT_SCHEDULE, SCHEDULES
     assert args.schedule == DEFAULT_SCHEDULE == 'acoustic' and args.schedule in SCHEDULES
+    assert args.blend is None and build_parser().parse_args(['main', '--blend', '0.5']).blend == 0.5
     assert {'main', 'train', 'synth', 'info', 'export-onnx'} <= set(COMMANDS)
     with pytest.raises(SystemExit) as e: main(['--version'])
     assert e.value.code == 0 and capsys.readouterr().out.startswith('vits-nb 0.')
@@ -136,6 +137,7 @@ def test_main_job_finetunes_a_voice_resumes_and_speaks_before_and_after(tmp_path
     hist = json.loads((run / 'finetune_history.json').read_text())
     assert hist['schedule']['name'] == 'acoustic' and hist['schedule']['train'] == ['enc_q', 'dec']
     assert (tmp_path / 'recovered' / 'recovered.json').is_file()           # the recovery is cached
-    assert main(argv[:-3] + ['3', '--train-minutes', '0']) == 0           # resumes: one more step
-    assert (run / 'G_3.pth').is_file()
+    assert main(argv[:-3] + ['3', '--train-minutes', '0', '--blend', '1']) == 0   # resumes: one more step
+    assert (run / 'G_3.pth').is_file()                                          # --blend 1: the trained weights speak
+    assert json.loads((run / 'samples_after' / 'metrics.json').read_text())['checkpoint'] == str(run / 'G_3.pth')
     assert 'step 3' in capsys.readouterr().out
