@@ -1176,5 +1176,6 @@ class LivePlot:
 
 # %% ../nbs/13_train.ipynb #20f195b1
 #| eval: false
-from fastcore.imports import in_notebook      # a Jupyter kernel is `__main__` too: never run there
-if not in_notebook() and __name__ == '__main__': sys.exit(train_main())
+from fastcore.imports import in_notebook
+if __name__ == '__main__' and not in_notebook():     # a Jupyter kernel is `__main__` too: never exit it
+    sys.exit(train_main())
