@@ -84,17 +84,10 @@ def posterior_wer(tts, rows, recognize):
     return wer(recognize, audios, [t for _, t in rows], d.sampling_rate)
 
 
-def blend(tts, tts0, a):
-    "Set `tts`'s generator to theta_0 + a (theta - theta_0), theta_0 the generator of `tts0`."
-    sd, sd0 = tts.model.state_dict(), tts0.model.state_dict()
-    tts.model.load_state_dict({k: sd0[k] + a * (v - sd0[k]) if v.is_floating_point() else v
-                               for k, v in sd.items()})
-    return tts
-
-
 def evaluate_run(run_dir, rows, teacher, recognize, only=None, posterior=False, alpha=None, seeds=1):
     "One row per checkpoint G_<step>.pth of the run (or the steps in `only`): step, minutes, CPU minutes, measures."
     from vits_nb.synth import TTS
+    from vits_nb.finetune import blend_state
     hist = json.loads((run_dir / 'finetune_history.json').read_text())
     evals = {e['step']: e for e in hist['evals']}
     out = []
@@ -104,7 +97,8 @@ def evaluate_run(run_dir, rows, teacher, recognize, only=None, posterior=False, 
         step = int(re.findall(r'\d+', ck.name)[0])
         if only and step not in only: continue
         tts = TTS.from_checkpoint(ck, run_dir / 'config.json')
-        if alpha is not None: blend(tts, tts0, alpha)
+        if alpha is not None:                             # theta_0 + alpha (theta - theta_0), as finetune hands over
+            tts.model.load_state_dict(blend_state(tts.model.state_dict(), tts0.model.state_dict(), alpha))
         e = evals.get(step, {})
         out.append(dict(step=step, minutes=e.get('seconds', float('nan')) / 60,
                         cpu_minutes=e.get('cpu_seconds', float('nan')) / 60,

@@ -65,15 +65,12 @@ def prior_path_step(tr, batch, noise=0.667):
 def use_discriminators(keep):
     "Run only the sub-discriminators whose indices are in `keep` (0: scale, 1-5: periods 2-11)."
     from vits_nb.discriminators import MultiPeriodDiscriminator
+    full_forward = MultiPeriodDiscriminator.forward
     def forward(self, y, y_hat):
-        b, both = y.shape[0], torch.cat([y, y_hat])
-        y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
-        for i, d in enumerate(self.discriminators):
-            if i not in keep: continue
-            score, fmap = d(both)
-            y_d_rs.append(score[:b]); fmap_rs.append([f[:b] for f in fmap])
-            y_d_gs.append(score[b:]); fmap_gs.append([f[b:] for f in fmap])
-        return y_d_rs, y_d_gs, fmap_rs, fmap_gs
+        every = self.discriminators                # the saved D_ keeps them all; this pass runs `keep`
+        self.discriminators = torch.nn.ModuleList([d for i, d in enumerate(every) if i in keep])
+        try: return full_forward(self, y, y_hat)
+        finally: self.discriminators = every
     MultiPeriodDiscriminator.forward = forward
 
 
